@@ -50,12 +50,12 @@ def check_same_dim(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) ->
     """Manifold dimensions (last axis) must agree and the batch shapes must broadcast."""
     dims = {t.shape[-1] for t in tensors}
     if len(dims) != 1:
-        shapes = ", ".join(f"{n}{tuple(t.shape)}" for n, t in zip(names, tensors))
+        shapes = ", ".join(f"{n}{tuple(t.shape)}" for n, t in zip(names, tensors, strict=False))
         raise ValueError(f"last (manifold) dimensions differ: {shapes}")
     try:
         torch.broadcast_shapes(*(t.shape for t in tensors))
     except RuntimeError:
-        shapes = ", ".join(f"{n}{tuple(t.shape)}" for n, t in zip(names, tensors))
+        shapes = ", ".join(f"{n}{tuple(t.shape)}" for n, t in zip(names, tensors, strict=False))
         raise ValueError(f"shapes do not broadcast: {shapes}") from None
 
 
@@ -64,11 +64,10 @@ def check_curvature(c: float | torch.Tensor) -> None:
     if isinstance(c, torch.Tensor):
         if not c.is_floating_point():
             raise ValueError(f"c must be a positive float or floating tensor, got dtype {c.dtype}")
-        if c.device.type == "cpu" or debug_enabled():
-            if not bool(torch.all(c > 0)):
-                raise ValueError(
-                    f"c must be > 0 (the curvature is -c); got min(c) = {c.min().item():.6g}"
-                )
+        if (c.device.type == "cpu" or debug_enabled()) and not bool(torch.all(c > 0)):
+            raise ValueError(
+                f"c must be > 0 (the curvature is -c); got min(c) = {c.min().item():.6g}"
+            )
         return
     if isinstance(c, bool) or not isinstance(c, (int, float)):
         raise ValueError(f"c must be a positive float or tensor, got {type(c).__name__}")
