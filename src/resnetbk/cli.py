@@ -60,6 +60,64 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed_tree(args: argparse.Namespace) -> int:
+    """Embed a tree in hyperbolic and Euclidean space and compare (``resnetbk embed-tree``)."""
+    from resnetbk.data.trees import balanced_tree, python_source_tree, stdlib_tree
+    from resnetbk.train.tree_demo import run_demo
+    from resnetbk.train.tree_embedding import MANIFOLDS, EmbeddingConfig
+
+    if args.folder is not None:
+        tree = python_source_tree(args.folder)
+    elif args.tree == "stdlib":
+        tree = stdlib_tree()
+    else:
+        tree = balanced_tree(args.branching, args.depth)
+    manifolds = list(MANIFOLDS) if "all" in args.manifold else list(dict.fromkeys(args.manifold))
+    config = EmbeddingConfig(dim=args.dim, steps=args.steps, seed=args.seed, lr=args.lr,
+                             loss=args.loss, log_every=args.log_every,
+                             threads=args.threads)
+    run_demo(tree, manifolds, args.out, base=config, plot=not args.no_plot)
+    return 0
+
+
+def _add_embed_tree(sub: argparse._SubParsersAction) -> None:
+    from resnetbk.train.tree_embedding import EmbeddingConfig
+
+    default = EmbeddingConfig()
+    p = sub.add_parser(
+        "embed-tree",
+        help="embed a real tree (the stdlib's package hierarchy) in hyperbolic vs Euclidean space",
+        description="Embed a tree's nodes in the Poincaré ball / Lorentz hyperboloid and in "
+        "Euclidean space of the same dimension with the same budget, then compare distortion, "
+        "mean rank and MAP on all pairs. Writes metrics.json and embedding.png into --out.",
+    )
+    p.add_argument("--tree", choices=("stdlib", "balanced"), default="stdlib",
+                   help="stdlib: packages/modules/classes of this interpreter's standard "
+                   "library (default); balanced: complete tree (--branching, --depth)")
+    p.add_argument("--folder", default=None, metavar="DIR",
+                   help="build the tree from this folder of Python sources instead")
+    p.add_argument("--branching", type=int, default=3, help="balanced tree branching (3)")
+    p.add_argument("--depth", type=int, default=5, help="balanced tree depth (5)")
+    p.add_argument("--dim", type=int, default=default.dim, help="manifold dimension (2)")
+    p.add_argument("--manifold", nargs="+", default=["poincare", "euclidean"],
+                   choices=("poincare", "lorentz", "euclidean", "all"),
+                   help="one or more manifolds (default: poincare euclidean)")
+    p.add_argument("--steps", type=int, default=default.steps,
+                   help=f"optimizer steps per manifold ({default.steps})")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (per-manifold default)")
+    p.add_argument("--loss", choices=("ranking", "distortion", "both"), default=default.loss,
+                   help=f"training loss ({default.loss})")
+    p.add_argument("--seed", type=int, default=default.seed, help="random seed (0)")
+    p.add_argument("--threads", type=int, default=default.threads,
+                   help=f"torch CPU threads while training ({default.threads}: the ops are "
+                   "small, more threads did not help)")
+    p.add_argument("--log-every", type=int, default=default.log_every,
+                   help=f"progress line every N steps ({default.log_every})")
+    p.add_argument("--no-plot", action="store_true", help="do not draw embedding.png")
+    p.add_argument("--out", default="runs/embed-tree", help="output folder (runs/embed-tree)")
+    p.set_defaults(func=cmd_embed_tree)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resnetbk", description="Hyperbolic-geometry-native deep learning."
@@ -67,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info = sub.add_parser("info", help="versions, devices and which backend each op uses")
     info.set_defaults(func=cmd_info)
+    _add_embed_tree(sub)
     return parser
 
 

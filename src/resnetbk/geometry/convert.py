@@ -11,7 +11,7 @@ import torch
 
 from resnetbk.debug import check_curvature, check_floating
 from resnetbk.geometry import lorentz, poincare
-from resnetbk.geometry.numerics import as_curvature, ball_eps, sqrt_c, upcast
+from resnetbk.geometry.numerics import as_curvature, read_radius, sqrt_c, upcast
 
 Curvature = float | torch.Tensor
 
@@ -26,24 +26,32 @@ __all__ = [
 
 
 def _klein_gap(k: torch.Tensor, c: Curvature, storage_dtype: torch.dtype) -> torch.Tensor:
-    """1 - c|k|^2, floored at the gap of the farthest representable Klein point.
+    """1 - c|k|^2, floored: Klein points closer to the boundary are read as on the floor.
 
-    A Poincaré point at 1 - eps maps to Klein radius 1 - eps^2/2, which rounds to 1 in low
-    precision; the floor (the Klein image of the Poincaré guard) keeps such points finite.
+    The floor is the larger of (a) the gap of the Klein image of the Poincaré read radius r,
+    ((1 - r^2)/(1 + r^2))^2 (about eps^2 at r = 1 - eps, evaluated in closed form: the
+    textbook 1 - (2r/(1 + r^2))^2 rounds to 0 in float64), and (b) 4 eps of the compute dtype,
+    below which the computed gap (absolute error ~ eps) carries no information. Klein
+    coordinates therefore resolve rapidities up to arcosh(1/sqrt(floor)): ~18 in float64, ~8 in
+    float32 (their gap is 1/cosh(r)^2, the square of the Poincaré one).
     """
-    eps = ball_eps(storage_dtype)
-    floor = 1 - (2 * (1 - eps) / (1 + (1 - eps) ** 2)) ** 2
+    r = read_radius(storage_dtype)
+    floor = max(((1 - r) * (1 + r) / (1 + r * r)) ** 2, 4 * torch.finfo(k.dtype).eps)
     return (1 - c * k.pow(2).sum(-1, keepdim=True)).clamp_min(floor)
 
 
-def _check(name: str, x: torch.Tensor, c: Curvature) -> None:
+def _check(name: str, x: torch.Tensor, c: Curvature, lorentz_point: bool = False) -> None:
     check_floating(name, x)
+    if lorentz_point and x.shape[-1] < 2:
+        raise ValueError(
+            f"{name} needs at least 2 coordinates (time first), got {x.shape[-1]}"
+        )
     check_curvature(c)
 
 
 def lorentz_to_poincare(x: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Hyperboloid (d+1) -> Poincaré ball (d): x_s / (1 + sqrt(c) x_0)."""
-    _check("x", x, c)
+    _check("x", x, c, lorentz_point=True)
     lorentz.check_point("x", x, c)
     (xc,) = upcast(x)
     cc = as_curvature(c, xc)
@@ -57,14 +65,16 @@ def poincare_to_lorentz(p: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     poincare.check_point("p", p, c)
     (pc,) = upcast(p)
     cc = as_curvature(c, pc)
-    p2 = cc * pc.pow(2).sum(-1, keepdim=True)
-    space = 2 * pc / (1 - p2)
-    return lorentz._project(torch.cat([torch.zeros_like(p2), space], -1), cc).to(p.dtype)
+    pc = poincare._read(pc, cc, p.dtype)
+    gap = poincare._gap(pc, cc)
+    space = 2 * pc / gap
+    out = lorentz._project(torch.cat([torch.zeros_like(gap), space], -1), cc, p.dtype)
+    return out.to(p.dtype)
 
 
 def lorentz_to_klein(x: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Hyperboloid (d+1) -> Klein ball (d): x_s / (sqrt(c) x_0)."""
-    _check("x", x, c)
+    _check("x", x, c, lorentz_point=True)
     lorentz.check_point("x", x, c)
     (xc,) = upcast(x)
     cc = as_curvature(c, xc)
@@ -74,10 +84,12 @@ def lorentz_to_klein(x: torch.Tensor, *, c: Curvature) -> torch.Tensor:
 def klein_to_lorentz(k: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Klein ball (d) -> hyperboloid (d+1): (1/sqrt(c), k) / sqrt(1 - c|k|^2)."""
     _check("k", k, c)
+    poincare.check_point("k", k, c)
     (kc,) = upcast(k)
     cc = as_curvature(c, kc)
     space = kc / torch.sqrt(_klein_gap(kc, cc, k.dtype))
-    return lorentz._project(torch.cat([torch.zeros_like(kc[..., :1]), space], -1), cc).to(k.dtype)
+    out = lorentz._project(torch.cat([torch.zeros_like(kc[..., :1]), space], -1), cc, k.dtype)
+    return out.to(k.dtype)
 
 
 def poincare_to_klein(p: torch.Tensor, *, c: Curvature) -> torch.Tensor:
@@ -86,12 +98,14 @@ def poincare_to_klein(p: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     poincare.check_point("p", p, c)
     (pc,) = upcast(p)
     cc = as_curvature(c, pc)
+    pc = poincare._read(pc, cc, p.dtype)
     return (2 * pc / (1 + cc * pc.pow(2).sum(-1, keepdim=True))).to(p.dtype)
 
 
 def klein_to_poincare(k: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Klein ball -> Poincaré ball: k / (1 + sqrt(1 - c|k|^2))."""
     _check("k", k, c)
+    poincare.check_point("k", k, c)
     (kc,) = upcast(k)
     cc = as_curvature(c, kc)
     p = kc / (1 + torch.sqrt(_klein_gap(kc, cc, k.dtype)))

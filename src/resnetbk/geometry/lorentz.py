@@ -4,13 +4,21 @@
 axis). Curvature is the keyword ``c`` (positive float or a tensor broadcasting against
 ``x[..., :1]``). Half types are computed in float32.
 
-Distances avoid the cancellation of arcosh(-c<x, y>_L) near 0: with q = <x - y, x - y>_L >= 0,
-dist = 2/sqrt(c) asinh(sqrt(c q) / 2), and dist0 = asinh(sqrt(c)|x_space|)/sqrt(c). Exponential
-maps cap the rapidity sqrt(c)|u|_L at MAX_RAPIDITY[dtype] so coordinates stay finite in that
-dtype (11 in float16, where cosh must stay below 65504), and re-project the result.
+A point is determined by its spatial part (every point-valued op recomputes x_0 =
+sqrt(1/c + |x_s|^2)) and a tangent vector at x by its spatial part (u_0 = <x_s, u_s>/x_0).
+Far from the origin the ambient forms cancel (-x_0 y_0 + <x_s, y_s> and the Minkowski norm of
+a tangent vector are cosh(r)^2 times larger than their result), so distances use the polar
+half-chord (``_half_chord2``, hyperbolic law of cosines), tangent norms and inner products the
+radial/orthogonal split in the frame of the base point (``_tangent_inner``), and the centroid
+the Poincaré-spread identity; dist0 = asinh(sqrt(c)|x_space|)/sqrt(c). Exponential maps cap the
+rapidity sqrt(c)|u|_L at MAX_RAPIDITY[dtype], and every point-valued op caps the rapidity of
+its result likewise, so coordinates stay finite in that dtype (11 in float16, where cosh must
+stay below 65504). See docs/NUMERICS.md.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -24,6 +32,7 @@ from resnetbk.debug import (
 from resnetbk.geometry.numerics import (
     arcosh,
     as_curvature,
+    asinhc,
     inv_sinhc,
     max_rapidity,
     min_norm,
@@ -110,9 +119,11 @@ def _validate(c: Curvature, points: dict[str, torch.Tensor],
     check_curvature(c)
     for n, t in points.items():
         check_point(n, t, c)
-    if base is not None:
-        for n, t in tangents.items():
+    for n, t in tangents.items():
+        if base is not None:
             check_tangent(n, base, t, c)
+        else:
+            check_finite(n, t)
 
 
 def _inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -120,35 +131,109 @@ def _inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return uv[..., 1:].sum(-1, keepdim=True) - uv[..., :1]
 
 
-def _project(x: torch.Tensor, c: Curvature) -> torch.Tensor:
+def _project(x: torch.Tensor, c: Curvature,
+             storage_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Recompute the time coordinate from the spatial part: x_0 = sqrt(1/c + |x_s|^2).
+
+    With ``storage_dtype``, the spatial part is first capped at sqrt(c)|x_s| <=
+    sinh(MAX_RAPIDITY[dtype]) (and |x_s| <= finfo.max / 4), so that every coordinate of the
+    result, rounded to that dtype, is finite.
+    """
     space = x[..., 1:]
+    if storage_dtype is not None:
+        cap = math.sinh(max_rapidity(storage_dtype)) / sqrt_c(c)
+        cap_finite = torch.finfo(storage_dtype).max / 4
+        cap = cap.clamp_max(cap_finite) if isinstance(cap, torch.Tensor) else min(cap, cap_finite)
+        # cap / max(n, cap) is 1 below the cap: no where(), whose unused Inf branch would
+        # turn the gradient at the origin (n floored to tiny) into 0 * Inf = NaN.
+        n = euclidean_norm(space)
+        space = space * (cap / torch.maximum(n, torch.as_tensor(cap, dtype=n.dtype)))
     time = torch.sqrt(1 / c + space.pow(2).sum(-1, keepdim=True))
     return torch.cat([time, space], dim=-1)
 
 
-def _tangent_norm(u: torch.Tensor) -> torch.Tensor:
-    return torch.sqrt(_inner(u, u).clamp_min(min_norm(u.dtype)))
+def _frame_parts(x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u_perp, u_rad) of a tangent vector u at x from its spatial part: u_rad = <xhat_s, u_s>,
+    u_perp = u_s - u_rad xhat_s. Its Lorentz norm is |u_perp|^2 + u_rad^2 / (c x_0^2)."""
+    xs = x[..., 1:]
+    xhat = xs / euclidean_norm(xs)
+    us = u[..., 1:]
+    rad = (xhat * us).sum(-1, keepdim=True)
+    return us - rad * xhat, rad
+
+
+def _tangent_inner(x: torch.Tensor, u: torch.Tensor, v: torch.Tensor, c: Curvature
+                   ) -> torch.Tensor:
+    """<u, v>_L of tangent vectors at x, from their spatial parts (u_0 = <x_s, u_s>/x_0).
+
+    The ambient -u_0 v_0 + <u_s, v_s> cancels for a far point x: both terms are ~ cosh^2 of its
+    rapidity times the result. Split into the radial and orthogonal parts of x_s instead:
+    <u, v>_L = <u_perp, v_perp> + u_rad v_rad / (c x_0^2), each term without cancellation.
+    """
+    u_perp, u_rad = _frame_parts(x, u)
+    if v is u:
+        v_perp, v_rad = u_perp, u_rad
+    else:
+        v_perp, v_rad = _frame_parts(x, v)
+    return (u_perp * v_perp).sum(-1, keepdim=True) + u_rad * v_rad / (c * x[..., :1].pow(2))
+
+
+def _tangent_norm(x: torch.Tensor, u: torch.Tensor, c: Curvature) -> torch.Tensor:
+    return torch.sqrt(_tangent_inner(x, u, u, c).clamp_min(min_norm(u.dtype)))
 
 
 def _expmap(x: torch.Tensor, u: torch.Tensor, c: Curvature, storage_dtype: torch.dtype):
     sc = sqrt_c(c)
-    theta = (sc * _tangent_norm(u)).clamp_max(max_rapidity(storage_dtype))
+    un = _tangent_norm(x, u, c)
+    theta = (sc * un).clamp_max(max_rapidity(storage_dtype))
     # sinh(theta) u / (sqrt(c)|u|) written with sinhc so that u = 0 gives exactly x.
-    unit_scale = theta / (sc * _tangent_norm(u))
-    out = torch.cosh(theta) * x + sinhc(theta) * unit_scale * u
-    return _project(out, c)
+    out = torch.cosh(theta) * x + sinhc(theta) * (theta / (sc * un)) * u
+    return _project(out, c, storage_dtype)
 
 
-def _sq_chord(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # q = <x - y, x - y>_L >= 0 for points of one sheet; exact differences, no large products.
-    diff = x - y
-    return _inner(diff, diff).clamp_min(0)
+def _half_chord2(x: torch.Tensor, y: torch.Tensor, c: Curvature) -> torch.Tensor:
+    """sinh(sqrt(c) d(x, y) / 2)^2 = c <x - y, x - y>_L / 4, without cancellation.
+
+    The ambient forms (arcosh(-c<x,y>_L), or the Minkowski norm of x - y) cancel for nearby
+    points far from the origin: -(x_0 - y_0)^2 + |x_s - y_s|^2 is a difference of terms
+    cosh(r)^2 times larger than the result. Polar form instead (hyperbolic law of cosines, r the
+    rapidities, theta the angle between x_s and y_s):
+
+        sinh(d/2)^2 = sinh(dr/2)^2 + sinh(r_x) sinh(r_y) sin(theta/2)^2
+
+    with sinh(dr) = <x_s - y_s, x_s + y_s> / (|x_s| y_0 + |y_s| x_0), sinh(dr/2)^2 =
+    sinh(dr)^2 / (2 (1 + cosh(dr))), and 4 |x_s| |y_s| sin(theta/2)^2 = <u_x, u_y> where
+    u_x = |x_s| (xhat - yhat) and u_y = |y_s| (xhat - yhat) are each taken from whichever of two
+    exact expressions rounds less: u_x = x_s - |x_s| yhat (small x_s) or
+    (x_s - y_s) - (|x_s| - |y_s|) yhat (nearby points), with |x_s| - |y_s| evaluated as
+    <x_s - y_s, x_s + y_s> / (|x_s| + |y_s|).
+    """
+    xs, ys = x[..., 1:], y[..., 1:]
+    nx, ny = euclidean_norm(xs), euclidean_norm(ys)
+    xhat, yhat = xs / nx, ys / ny
+    diff = xs - ys
+    n_diff = diff.norm(dim=-1, keepdim=True)
+    dot = (diff * (xs + ys)).sum(-1, keepdim=True)
+    tiny = min_norm(x.dtype)
+    sh = dot / (nx * y[..., :1] + ny * x[..., :1]).clamp_min(tiny)
+    dn = dot / (nx + ny)
+    u_x = torch.where(nx < n_diff, xs - nx * yhat, diff - dn * yhat)
+    u_y = torch.where(ny < n_diff, ny * xhat - ys, diff - dn * xhat)
+    sh2 = sh * sh
+    radial = sh2 / (2 * (1 + torch.sqrt(1 + sh2)))
+    return radial + (c / 4) * (u_x * u_y).sum(-1, keepdim=True)
+
+
+def _dist_from_half_chord2(h2: torch.Tensor, c: Curvature) -> torch.Tensor:
+    # sqrt with the subgradient 0 at 0 (instead of Inf * 0 = NaN) and the value exactly 0 there;
+    # h2 < 0 only by rounding (coincident points).
+    pos = h2 > 0
+    root = torch.where(pos, torch.sqrt(torch.where(pos, h2, torch.ones_like(h2))), 0.0)
+    return 2 / sqrt_c(c) * torch.asinh(root)
 
 
 def _dist(x: torch.Tensor, y: torch.Tensor, c: Curvature) -> torch.Tensor:
-    sc = sqrt_c(c)
-    chord = torch.sqrt((c * _sq_chord(x, y)).clamp_min(min_norm(x.dtype)))
-    return 2 / sc * torch.asinh(chord / 2)
+    return _dist_from_half_chord2(_half_chord2(x, y, c), c)
 
 
 def origin(d: int, *, c: Curvature, dtype: torch.dtype | None = None,
@@ -156,7 +241,8 @@ def origin(d: int, *, c: Curvature, dtype: torch.dtype | None = None,
     """The origin (1/sqrt(c), 0, ..., 0) of the d-dimensional hyperboloid (d + 1 coordinates)."""
     check_curvature(c)
     o = torch.zeros(d + 1, dtype=dtype, device=device)
-    o[0] = 1 / sqrt_c(c) if not isinstance(c, torch.Tensor) else float(1 / c.sqrt())
+    # sqrt(1/c), exactly as ``project`` computes the time coordinate of a zero spatial part.
+    o[0] = math.sqrt(1 / c) if not isinstance(c, torch.Tensor) else float((1 / c).sqrt())
     return o
 
 
@@ -182,7 +268,7 @@ def project(x: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Onto the hyperboloid by recomputing the time coordinate: x_0 = sqrt(1/c + |x_space|^2)."""
     _validate(c, {}, {"x": x})
     (xc,) = upcast(x)
-    return _project(xc, as_curvature(c, xc)).to(x.dtype)
+    return _project(xc, as_curvature(c, xc), x.dtype).to(x.dtype)
 
 
 def proju(x: torch.Tensor, u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
@@ -194,7 +280,11 @@ def proju(x: torch.Tensor, u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
 
 
 def expmap(x: torch.Tensor, u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
-    """Exponential map: cosh(sqrt(c)|u|) x + sinh(sqrt(c)|u|) u / (sqrt(c)|u|)."""
+    """Exponential map: cosh(sqrt(c)|u|) x + sinh(sqrt(c)|u|) u / (sqrt(c)|u|).
+
+    |u|_L is evaluated in the tangent frame of x from the spatial part of u (``_tangent_inner``),
+    which does not cancel at points far from the origin; u must be tangent at x.
+    """
     _validate(c, {"x": x}, {"u": u}, base=x)
     xc, uc = upcast(x, u)
     return _expmap(xc, uc, as_curvature(c, xc), x.dtype).to(x.dtype)
@@ -214,7 +304,8 @@ def expmap0(u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     vn = euclidean_norm(v)
     theta = (sc * vn).clamp_max(max_rapidity(u.dtype))
     space = sinhc(theta) * (theta / (sc * vn)) * v
-    return _project(torch.cat([torch.zeros_like(uc[..., :1]), space], -1), cc).to(u.dtype)
+    zero = torch.zeros_like(uc[..., :1])
+    return _project(torch.cat([zero, space], -1), cc, u.dtype).to(u.dtype)
 
 
 def logmap0(y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
@@ -225,26 +316,35 @@ def logmap0(y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     sc = sqrt_c(cc)
     ys = yc[..., 1:]
     yn = euclidean_norm(ys)
-    space = torch.asinh(sc * yn) / (sc * yn) * ys
+    space = asinhc(sc * yn) * ys
     return torch.cat([torch.zeros_like(yc[..., :1]), space], -1).to(y.dtype)
 
 
 def logmap(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Logarithmic map at x: dist(x, y) w / |w|_L with w = y + c<x, y>_L x.
 
-    Written cancellation-free: w = (y - x) - (c q / 2) x with q = <x - y, x - y>_L, and
-    |w|_L = sinh(sqrt(c) d)/sqrt(c), so log_x(y) = (theta / sinh(theta)) w with theta = sqrt(c) d.
+    Written cancellation-free: w = (y - x) - (c q / 2) x with q = <x - y, x - y>_L taken from
+    the polar form (``_half_chord2``: c q / 4 = sinh(theta/2)^2), and |w|_L = sinh(theta)/sqrt(c),
+    so log_x(y) = (theta / sinh(theta)) w with theta = sqrt(c) d.
     """
     _validate(c, {"x": x, "y": y})
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
-    w = (yc - xc) - (cc * _sq_chord(xc, yc) / 2) * xc
-    theta = sqrt_c(cc) * _dist(xc, yc, cc)
-    return (inv_sinhc(theta) * w).to(x.dtype)
+    h2 = _half_chord2(xc, yc, cc)
+    theta = sqrt_c(cc) * _dist_from_half_chord2(h2, cc)
+    # (theta / sinh(theta)) ((y - x) - (cosh(theta) - 1) x), with the scalars combined first:
+    # (cosh(theta) - 1) theta / sinh(theta) = theta tanh(theta / 2). No intermediate exceeds
+    # the result's size (w itself is ~cosh(theta) |x| and overflows float32 for far pairs).
+    out = inv_sinhc(theta) * (yc - xc) - (theta * torch.tanh(theta / 2)) * xc
+    return out.to(x.dtype)
 
 
 def dist(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, keepdim: bool = False) -> torch.Tensor:
-    """Geodesic distance arcosh(-c<x, y>_L)/sqrt(c), computed as 2/sqrt(c) asinh(sqrt(c q)/2)."""
+    """Geodesic distance arcosh(-c<x, y>_L)/sqrt(c).
+
+    Computed as 2/sqrt(c) asinh(sinh(sqrt(c) d / 2)) with the half-chord from the polar form
+    (``_half_chord2``), which keeps nearby points far from the origin accurate.
+    """
     _validate(c, {"x": x, "y": y})
     xc, yc = upcast(x, y)
     out = _dist(xc, yc, as_curvature(c, xc))
@@ -267,10 +367,13 @@ def cdist(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     Near-coincident pairs lose digits to cancellation (relative error ~ eps * c x_0 y_0 / d^2);
     use ``dist`` on the pairs where that matters.
     """
-    _validate(c, {"x": x, "y": y})
     if x.dim() < 2 or y.dim() < 2:
         raise ValueError(f"cdist needs (..., n, d+1) and (..., m, d+1), got x{tuple(x.shape)}, "
                          f"y{tuple(y.shape)}")
+    # Points along their own axes; only the batch axes (...) must broadcast.
+    _validate(c, {"x": x})
+    _validate(c, {"y": y})
+    check_same_dim(("x", "y"), (x[..., :1, :], y[..., :1, :]))
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
     # The metric sign is folded into one operand so the product is one GEMM.
@@ -283,13 +386,34 @@ def cdist(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
 def parallel_transport(
     x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, *, c: Curvature
 ) -> torch.Tensor:
-    """Parallel transport of v from T_x to T_y: v + c<y, v>_L / (1 - c<x, y>_L) (x + y)."""
+    """Parallel transport of v from T_x to T_y: v + c<y, v>_L / (1 - c<x, y>_L) (x + y).
+
+    1 - c<x,y>_L = 2 + 2 sinh(sqrt(c) d/2)^2 from the polar half-chord (no cancellation). The
+    ambient <y, v>_L cancels when y is near a far point x (both terms ~ cosh(r)^2 |v|); then
+    it is evaluated as <w, v>_L in the tangent frame of x instead (``_tangent_inner``), where
+    w = (y - x) - (c q/2) x is tangent at x and <x, v>_L = 0. That form cancels in turn when w is
+    huge (y far from x), so each element takes the form with the smaller rounding-error bound:
+    |y_0 v_0| + |y_s||v_s| for the ambient form, |w_s||v_perp| + |w_rad v_rad|/(c x_0^2) for the
+    frame form. v must be tangent at x.
+    """
     _validate(c, {"x": x, "y": y}, {"v": v}, base=x)
     xc, yc, vc = upcast(x, y, v)
     cc = as_curvature(c, xc)
-    # 1 - c<x,y>_L = 2 + c q / 2 >= 2: written without the cancellation of large products.
-    den = 2 + cc * _sq_chord(xc, yc) / 2
-    return (vc + cc * _inner(yc, vc) / den * (xc + yc)).to(v.dtype)
+    h2 = _half_chord2(xc, yc, cc)
+    den = 2 + 2 * h2
+    # w / den, w = (y - x) - 2 h2 x: scaled first so that nothing overflows for far pairs.
+    w = (yc - xc) / den - (h2 / (1 + h2)) * xc
+    w_perp, w_rad = _frame_parts(xc, w)
+    v_perp, v_rad = _frame_parts(xc, vc)
+    radial = w_rad * v_rad / (cc * xc[..., :1].pow(2))
+    frame = (w_perp * v_perp).sum(-1, keepdim=True) + radial
+    frame_err = w[..., 1:].norm(dim=-1, keepdim=True) * v_perp.norm(dim=-1, keepdim=True)
+    frame_err = frame_err + radial.abs()
+    ambient = _inner(yc, vc) / den
+    ambient_err = ((yc[..., :1] * vc[..., :1]).abs() + (
+        yc[..., 1:].norm(dim=-1, keepdim=True) * vc[..., 1:].norm(dim=-1, keepdim=True))) / den
+    coef = cc * torch.where(frame_err < ambient_err, frame, ambient)
+    return (vc + coef * (xc + yc)).to(v.dtype)
 
 
 def egrad2rgrad(x: torch.Tensor, grad: torch.Tensor, *, c: Curvature) -> torch.Tensor:
@@ -314,21 +438,39 @@ def centroid(
     a = sum_i w_i x_i, the point minimising the weighted sum of squared Lorentzian distances.
 
     ``weights`` (non-negative, not all zero) broadcasts against ``x.shape[:-1]``; default uniform.
+
+    -c<a, a>_L = a_0^2 - |a_s|^2 cancels for clustered points far from the origin (identical
+    points at distance 30 give garbage in float64). It is evaluated as W^2 + 4 V S instead, the
+    identity behind the Poincaré gyromidpoint: with k_i = 1 + sqrt(c) x_i0, p_i = x_is / k_i (the
+    Poincaré image), v_i = w_i k_i / 2, W = sum w_i, V = sum v_i and S = c sum v_i |p_i - pbar|^2
+    (two-pass about the first point, pbar the v-weighted mean), a sum of non-negative terms.
     """
     _validate(c, {"x": x})
-    d = dim % x.dim()
-    if d == x.dim() - 1:
+    if not -x.dim() <= dim < x.dim():
+        raise ValueError(f"dim {dim} is out of range for x of shape {tuple(x.shape)}")
+    # Counted from the end, so that weights with extra leading axes broadcast correctly.
+    d = dim - x.dim() if dim >= 0 else dim
+    if d == -1:
         raise ValueError("dim must select the points, not the last (manifold) axis")
     (xc,) = upcast(x)
     cc = as_curvature(c, xc)
     if weights is None:
-        a = xc.sum(d, keepdim=True)
+        w = torch.ones_like(xc[..., :1])
     else:
-        if not weights.is_floating_point():
-            raise ValueError(f"weights must be floating, got {weights.dtype}")
+        if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
+            raise ValueError(f"weights must be a floating tensor, got {weights!r:.60}")
         if weights.device.type == "cpu" and bool((weights < 0).any()):
             raise ValueError("centroid weights must be non-negative")
-        a = (weights.to(xc.dtype).unsqueeze(-1) * xc).sum(d, keepdim=True)
-    scale = torch.sqrt((-_inner(a, a)).clamp_min(min_norm(xc.dtype)))
-    out = _project(a / (sqrt_c(cc) * scale), cc)
+        w = weights.to(xc.dtype).unsqueeze(-1)
+    k = 1 + sqrt_c(cc) * xc[..., :1]
+    p = xc[..., 1:] / k
+    v = w * k / 2
+    w_sum = w.expand(torch.broadcast_shapes(w.shape, k.shape)).sum(d, keepdim=True)
+    v_sum = v.sum(d, keepdim=True)
+    shifted = p - p.narrow(d, 0, 1)
+    mean_shift = (v * shifted).sum(d, keepdim=True) / v_sum
+    spread = (v * (shifted - mean_shift).pow(2).sum(-1, keepdim=True)).sum(d, keepdim=True)
+    scale = torch.sqrt(w_sum.pow(2) + 4 * cc * v_sum * spread)
+    space = (w * xc[..., 1:]).sum(d, keepdim=True) / scale
+    out = _project(torch.cat([torch.zeros_like(space[..., :1]), space], -1), cc, x.dtype)
     return (out if keepdim else out.squeeze(d)).to(x.dtype)

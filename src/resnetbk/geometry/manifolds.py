@@ -38,11 +38,21 @@ class Manifold(nn.Module):
         return self.log_c.exp() if self.learnable else self._c_float
 
     def extra_repr(self) -> str:
-        return f"c={float(self.log_c.exp()):.4g}, learnable={self.learnable}"
+        return f"c={float(self.log_c.detach().exp()):.4g}, learnable={self.learnable}"
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._c_float = float(self.log_c.exp())
+        self._c_float = float(self.log_c.detach().exp())
+
+    def _apply(self, fn, recurse=True):
+        # `.to(bfloat16)` / `.half()` would round a fixed curvature's buffer (0.7 -> 0.6992);
+        # keep it float64 on whatever device the module moved to.
+        module = super()._apply(fn, recurse)
+        if not self.learnable and self.log_c.dtype != torch.float64:
+            self._buffers["log_c"] = torch.tensor(
+                math.log(self._c_float), dtype=torch.float64, device=self.log_c.device
+            )
+        return module
 
     def c_detached(self) -> float | torch.Tensor:
         c = self.c

@@ -49,6 +49,17 @@ def ball_eps(dtype: torch.dtype) -> float:
     return BALL_EPS[dtype]
 
 
+def read_radius(dtype: torch.dtype) -> float:
+    """Largest sqrt(c)|x| at which an *input* point of the ball is read as it is: 1 - eps/2.
+
+    Points returned by the geometry functions lie on or inside the output guard 1 - eps; after
+    rounding to their dtype they stay below this read radius, so reading never moves them (and
+    never cuts their gradient). Inputs beyond it (e.g. 1 - 1e-6 rounded to 1.0 in bfloat16) are
+    read as the point on this sphere in the same direction.
+    """
+    return 1.0 - 0.5 * BALL_EPS[dtype]
+
+
 def max_rapidity(dtype: torch.dtype) -> float:
     return MAX_RAPIDITY[dtype]
 
@@ -85,10 +96,11 @@ def norm(x: torch.Tensor, keepdim: bool = True) -> torch.Tensor:
 def artanh(x: torch.Tensor, storage_dtype: torch.dtype) -> torch.Tensor:
     """artanh(x) = (log1p(x) - log1p(-x)) / 2 for x in [0, 1].
 
-    The argument is capped at 1 - BALL_EPS[storage_dtype]: a point of norm 1 (for example
-    1 - 1e-6 rounded to bfloat16) is read as the farthest representable point, not as Inf.
+    The argument is capped at the read radius 1 - BALL_EPS[storage_dtype]/2 (see
+    ``read_radius``): a point of norm 1 (for example 1 - 1e-6 rounded to bfloat16) is read as a
+    point on that sphere, not as Inf. Points produced by the geometry functions never reach it.
     """
-    x = x.clamp_max(1.0 - ball_eps(storage_dtype))
+    x = x.clamp_max(read_radius(storage_dtype))
     return 0.5 * (torch.log1p(x) - torch.log1p(-x))
 
 
@@ -109,15 +121,47 @@ def arcosh(x: torch.Tensor) -> torch.Tensor:
     return torch.where(large, large_branch, small_branch)
 
 
+def _even_series(x2: torch.Tensor, coefs: tuple[float, ...]) -> torch.Tensor:
+    """sum_k coefs[k] * x2**k by Horner's rule."""
+    out = torch.full_like(x2, coefs[-1])
+    for a in reversed(coefs[:-1]):
+        out = out * x2 + a
+    return out
+
+
+# Taylor coefficients (in x^2) of sinh(x)/x and asinh(x)/x; the series branches are used where
+# the direct formula's *derivative* would cancel (x cosh x - sinh x ~ x^3/3). Truncation errors
+# at the switch points are below 2^-53 relative: 0.1^10/11! and 0.01^10 * 63/2816.
+_SINHC_SERIES = (1.0, 1 / 6, 1 / 120, 1 / 5040, 1 / 362880)
+_SINHC_SWITCH = 0.1
+_ASINHC_SERIES = (1.0, -1 / 6, 3 / 40, -5 / 112, 35 / 1152)
+_ASINHC_SWITCH = 0.01
+
+
 def sinhc(x: torch.Tensor) -> torch.Tensor:
-    """sinh(x)/x, equal to 1 at 0 (Taylor series below 1e-3 where the ratio loses digits)."""
-    small = x.abs() < 1e-3
+    """sinh(x)/x, equal to 1 at 0; a Taylor series below |x| = 0.1 keeps value and gradient
+    accurate to the last bit (the direct quotient's derivative cancels there)."""
+    small = x.abs() < _SINHC_SWITCH
     x_safe = torch.where(small, torch.ones_like(x), x)
-    return torch.where(small, 1 + x * x / 6, torch.sinh(x_safe) / x_safe)
+    return torch.where(small, _even_series(x * x, _SINHC_SERIES), torch.sinh(x_safe) / x_safe)
 
 
 def inv_sinhc(x: torch.Tensor) -> torch.Tensor:
-    """x/sinh(x) for x >= 0, equal to 1 at 0 and finite (towards 0) for large x."""
-    small = x.abs() < 1e-3
+    """x/sinh(x), equal to 1 at 0 and finite (towards 0) for large x."""
+    small = x.abs() < _SINHC_SWITCH
     x_safe = torch.where(small, torch.ones_like(x), x)
-    return torch.where(small, 1 - x * x / 6, x_safe / torch.sinh(x_safe))
+    return torch.where(small, 1 / _even_series(x * x, _SINHC_SERIES), x_safe / torch.sinh(x_safe))
+
+
+def asinhc(x: torch.Tensor) -> torch.Tensor:
+    """asinh(x)/x, equal to 1 at 0 (Taylor series below |x| = 0.01)."""
+    small = x.abs() < _ASINHC_SWITCH
+    x_safe = torch.where(small, torch.ones_like(x), x)
+    return torch.where(small, _even_series(x * x, _ASINHC_SERIES), torch.asinh(x_safe) / x_safe)
+
+
+def sech2(t: torch.Tensor) -> torch.Tensor:
+    """1/cosh(t)^2 = 1 - tanh(t)^2 for t >= 0, as 4e/(1+e)^2 with e = exp(-2t): exact where
+    1 - tanh^2 cancels, no overflow (it underflows to 0), and a finite gradient everywhere."""
+    e = torch.exp(-2 * t)
+    return 4 * e / (1 + e).pow(2)

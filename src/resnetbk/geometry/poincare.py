@@ -4,7 +4,11 @@ Every function takes the curvature as keyword ``c`` (a positive float, or a tens
 broadcasts against ``x[..., :1]``, e.g. a learnable scalar). Half types are computed in float32.
 Functions returning points project them to ``sqrt(c)|x| <= 1 - BALL_EPS[dtype]`` so the result
 stays inside the ball after rounding to its dtype; in float64 that margin is 1e-12, so the
-formulas are exact there.
+formulas are exact there. Input points are read as they are up to sqrt(c)|x| = 1 - BALL_EPS/2
+(``numerics.read_radius``); beyond it (only reachable by rounding, e.g. 1 - 1e-6 is 1.0 in
+bfloat16) they are read as the point on that sphere. The formulas are arranged so that nothing
+cancels near the boundary (docs/NUMERICS.md): errors scale like eps/(1 - c|x|^2), the
+conditioning of the point itself, not eps/(1 - c|x|^2)^2.
 
 Formulas: Ganea, Bécigneul & Hofmann, "Hyperbolic Neural Networks" (2018); Ungar, "A Gyrovector
 Space Approach to Hyperbolic Geometry" (2008); Shimizu, Mukuta & Harada, "HNN++" (2021).
@@ -24,8 +28,11 @@ from resnetbk.debug import (
 from resnetbk.geometry.numerics import (
     artanh,
     as_curvature,
+    asinhc,
     ball_eps,
     norm,
+    read_radius,
+    sech2,
     sqrt_c,
     upcast,
 )
@@ -56,29 +63,42 @@ __all__ = [
 
 
 def check_point(name: str, x: torch.Tensor, c: Curvature) -> None:
-    """Debug-mode check that ``x`` lies strictly inside the ball (and is finite)."""
+    """Debug-mode check that ``x`` lies inside the ball (and is finite).
+
+    c|x|^2 < 1, up to the rounding of x's dtype: a valid point rounded to bfloat16 or float16
+    can land on or just past the boundary (1 - 1e-6 is 1.0 in bfloat16); such points are read
+    on the read sphere (``numerics.read_radius``), so only c|x|^2 >= 1 + 4 eps(dtype) is an error.
+    """
     if not debug_enabled():
         return
     check_finite(name, x)
     (xc,) = upcast(x)
     cc = as_curvature(c, xc)
     excess = cc * xc.pow(2).sum(-1, keepdim=True)
-    if bool((excess >= 1).any()):
+    limit = 1.0 if x.dtype == torch.float64 else 1.0 + 4 * torch.finfo(x.dtype).eps
+    if bool((excess >= limit).any()):
         worst = excess.max().item()
+        expected = "< 1" if limit == 1.0 else f"< 1 (up to rounding: < {limit:.6g})"
         raise ValueError(
-            f"{name} is not inside the Poincaré ball: max c*|x|^2 = {worst:.6g}, expected < 1"
+            f"{name} is not inside the Poincaré ball: max c*|x|^2 = {worst:.6g}, expected "
+            f"{expected}"
         )
 
 
-def _validate(c: Curvature, **points: torch.Tensor) -> None:
-    names, tensors = tuple(points), tuple(points.values())
-    for n, t in points.items():
+def _validate(c: Curvature, vectors: tuple[str, ...] = (), **tensors: torch.Tensor) -> None:
+    """Cheap checks on every argument; in debug mode, the ball check on the points and the
+    finiteness check on the ``vectors`` (tangent vectors, gradients: any size)."""
+    names, values = tuple(tensors), tuple(tensors.values())
+    for n, t in tensors.items():
         check_floating(n, t)
-    if len(tensors) > 1:
-        check_same_dim(names, tensors)
+    if len(values) > 1:
+        check_same_dim(names, values)
     check_curvature(c)
-    for n, t in points.items():
-        check_point(n, t, c)
+    for n, t in tensors.items():
+        if n in vectors:
+            check_finite(n, t)
+        else:
+            check_point(n, t, c)
 
 
 def _project(x: torch.Tensor, c: Curvature, storage_dtype: torch.dtype) -> torch.Tensor:
@@ -88,17 +108,45 @@ def _project(x: torch.Tensor, c: Curvature, storage_dtype: torch.dtype) -> torch
     return torch.where(n > max_norm, x / n * max_norm, x)
 
 
-def _mobius_add(x: torch.Tensor, y: torch.Tensor, c: Curvature) -> torch.Tensor:
-    x2 = x.pow(2).sum(-1, keepdim=True)
-    y2 = y.pow(2).sum(-1, keepdim=True)
-    xy = (x * y).sum(-1, keepdim=True)
-    num = (1 + 2 * c * xy + c * y2) * x + (1 - c * x2) * y
-    den = 1 + 2 * c * xy + c * c * x2 * y2
-    return num / den
+def _read(x: torch.Tensor, c: Curvature, storage_dtype: torch.dtype) -> torch.Tensor:
+    """Read an input point: sqrt(c)|x| > 1 - eps/2 (only reachable by rounding a point onto or
+    past the boundary, e.g. 1 - 1e-6 in bfloat16) is read as the point on that sphere.
+
+    Outputs of this module lie within 1 - eps, so reading never changes them or their gradient.
+    """
+    max_norm = read_radius(storage_dtype) / sqrt_c(c)
+    n = norm(x)
+    return torch.where(n > max_norm, x * (max_norm / n), x)
+
+
+def _gap(x: torch.Tensor, c: Curvature) -> torch.Tensor:
+    """1 - c|x|^2 = 2 / lambda_x (positive for a read point)."""
+    return 1 - c * x.pow(2).sum(-1, keepdim=True)
+
+
+def _mobius_add(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    c: Curvature,
+    gap_x: torch.Tensor | None = None,
+    gap_y: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x ⊕ y = (a_x s + c|s|^2 x) / (a_x a_y + c|s|^2) with s = x + y, a = 1 - c|.|^2.
+
+    Algebraically equal to the textbook ((1 + 2c<x,y> + c|y|^2) x + (1 - c|x|^2) y) /
+    (1 + 2c<x,y> + c^2|x|^2|y|^2), but free of its cancellation: for y ~ -x near the boundary
+    the textbook denominator is a difference of O(1) terms equal to O(a^2), which loses
+    eps/a^2 relative; here every term is a product of small accurate factors (error eps/a).
+    """
+    gx = _gap(x, c) if gap_x is None else gap_x
+    gy = _gap(y, c) if gap_y is None else gap_y
+    s = x + y
+    cs2 = c * s.pow(2).sum(-1, keepdim=True)
+    return (gx * s + cs2 * x) / (gx * gy + cs2)
 
 
 def _lambda(x: torch.Tensor, c: Curvature) -> torch.Tensor:
-    return 2 / (1 - c * x.pow(2).sum(-1, keepdim=True))
+    return 2 / _gap(x, c)
 
 
 def _expmap0(u: torch.Tensor, c: Curvature) -> torch.Tensor:
@@ -113,25 +161,41 @@ def _logmap0(y: torch.Tensor, c: Curvature, storage_dtype: torch.dtype) -> torch
     return artanh(sc * yn, storage_dtype) * y / (sc * yn)
 
 
+def _dist_arg(x: torch.Tensor, y: torch.Tensor, c: Curvature, gx: torch.Tensor,
+              gy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y - x, z) with z = sinh(sqrt(c) d / 2) = sqrt(c)|y - x| / sqrt(a_x a_y)."""
+    delta = y - x
+    # Unfloored norm: exactly 0 for x = y (torch gives |.| the subgradient 0 there).
+    return delta, sqrt_c(c) * delta.norm(dim=-1, keepdim=True) / torch.sqrt(gx * gy)
+
+
 def _gyration(a: torch.Tensor, b: torch.Tensor, u: torch.Tensor, c: Curvature) -> torch.Tensor:
-    # Closed form of gyr[a,b]u = -(a+b) + (a + (b + u)) (Ungar 2008, eq. 3.1), curvature -c.
-    a2 = a.pow(2).sum(-1, keepdim=True)
+    """gyr[a,b]u = ⊖(a ⊕ b) ⊕ (a ⊕ (b ⊕ u)) (Ungar 2008, eq. 3.1), curvature -c.
+
+    Closed form u + 2N/D, rewritten in s = a + b so that it does not cancel for a ~ -b near the
+    boundary (the case of parallel transport between nearby points, gyr[y, -x]):
+    N = -(c g_b <s,u> + c^2 |s|^2 <b,u>) b + (c <b,u> (g_a + c|s|^2) - c^2 |b|^2 <s,u>) s,
+    D = g_a g_b + c|s|^2, with g = 1 - c|.|^2. Expanding s gives the textbook coefficients.
+    """
+    ga = _gap(a, c)
+    gb = _gap(b, c)
+    s = a + b
+    s2 = s.pow(2).sum(-1, keepdim=True)
     b2 = b.pow(2).sum(-1, keepdim=True)
-    ab = (a * b).sum(-1, keepdim=True)
-    au = (a * u).sum(-1, keepdim=True)
+    su = (s * u).sum(-1, keepdim=True)
     bu = (b * u).sum(-1, keepdim=True)
-    c2 = c * c
-    coef_a = -c2 * au * b2 + c * bu + 2 * c2 * ab * bu
-    coef_b = -c2 * bu * a2 - c * au
-    den = 1 + 2 * c * ab + c2 * a2 * b2
-    return u + 2 * (coef_a * a + coef_b * b) / den
+    cs2 = c * s2
+    coef_b = -(c * gb * su + c * cs2 * bu)
+    coef_s = c * bu * (ga + cs2) - c * c * b2 * su
+    return u + 2 * (coef_b * b + coef_s * s) / (ga * gb + cs2)
 
 
 def lambda_x(x: torch.Tensor, *, c: Curvature, keepdim: bool = False) -> torch.Tensor:
     """Conformal factor lambda_x = 2 / (1 - c|x|^2) of the metric at x."""
     _validate(c, x=x)
     (xc,) = upcast(x)
-    out = _lambda(xc, as_curvature(c, xc))
+    cc = as_curvature(c, xc)
+    out = _lambda(_read(xc, cc, x.dtype), cc)
     return (out if keepdim else out.squeeze(-1)).to(x.dtype)
 
 
@@ -139,9 +203,10 @@ def inner(
     x: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, c: Curvature, keepdim: bool = False
 ) -> torch.Tensor:
     """Riemannian inner product <u, v>_x = lambda_x^2 <u, v> of tangent vectors at x."""
-    _validate(c, x=x, u=u, v=v)
+    _validate(c, ("u", "v"), x=x, u=u, v=v)
     xc, uc, vc = upcast(x, u, v)
-    lam = _lambda(xc, as_curvature(c, xc))
+    cc = as_curvature(c, xc)
+    lam = _lambda(_read(xc, cc, x.dtype), cc)
     out = lam.pow(2) * (uc * vc).sum(-1, keepdim=True)
     return (out if keepdim else out.squeeze(-1)).to(x.dtype)
 
@@ -159,6 +224,7 @@ def mobius_add(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tenso
     _validate(c, x=x, y=y)
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
+    xc, yc = _read(xc, cc, x.dtype), _read(yc, cc, x.dtype)
     return _project(_mobius_add(xc, yc, cc), cc, x.dtype).to(x.dtype)
 
 
@@ -175,6 +241,7 @@ def mobius_scalar_mul(r: float | torch.Tensor, x: torch.Tensor, *, c: Curvature)
     _validate(c, x=x)
     (xc,) = upcast(x)
     cc = as_curvature(c, xc)
+    xc = _read(xc, cc, x.dtype)
     if isinstance(r, torch.Tensor):
         r = r.to(xc.dtype)
     sc = sqrt_c(cc)
@@ -197,6 +264,7 @@ def mobius_matvec(m: torch.Tensor, x: torch.Tensor, *, c: Curvature) -> torch.Te
         )
     xc, mc = upcast(x, m)
     cc = as_curvature(c, xc)
+    xc = _read(xc, cc, x.dtype)
     sc = sqrt_c(cc)
     mx = xc @ mc.transpose(-1, -2)
     xn = norm(xc)
@@ -207,9 +275,11 @@ def mobius_matvec(m: torch.Tensor, x: torch.Tensor, *, c: Curvature) -> torch.Te
 
 def gyration(a: torch.Tensor, b: torch.Tensor, u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Gyration gyr[a, b] u = ⊖(a ⊕ b) ⊕ (a ⊕ (b ⊕ u)), in closed form."""
-    _validate(c, a=a, b=b, u=u)
+    _validate(c, ("u",), a=a, b=b, u=u)
     ac, bc, uc = upcast(a, b, u)
-    return _gyration(ac, bc, uc, as_curvature(c, ac)).to(u.dtype)
+    cc = as_curvature(c, ac)
+    ac, bc = _read(ac, cc, a.dtype), _read(bc, cc, a.dtype)
+    return _gyration(ac, bc, uc, cc).to(u.dtype)
 
 
 def expmap0(u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
@@ -225,39 +295,58 @@ def logmap0(y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Logarithmic map at the origin: artanh(sqrt(c)|y|) y / (sqrt(c)|y|)."""
     _validate(c, y=y)
     (yc,) = upcast(y)
-    return _logmap0(yc, as_curvature(c, yc), y.dtype).to(y.dtype)
+    cc = as_curvature(c, yc)
+    return _logmap0(_read(yc, cc, y.dtype), cc, y.dtype).to(y.dtype)
 
 
 def expmap(x: torch.Tensor, u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
-    """Exponential map at x: x ⊕ tanh(sqrt(c) lambda_x |u| / 2) u / (sqrt(c)|u|)."""
-    _validate(c, x=x, u=u)
+    """Exponential map at x: x ⊕ w, w = tanh(t) u / (sqrt(c)|u|), t = sqrt(c) lambda_x |u| / 2.
+
+    The gap 1 - c|w|^2 = sech(t)^2 is computed from t, not from w (where it would cancel).
+    """
+    _validate(c, ("u",), x=x, u=u)
     xc, uc = upcast(x, u)
     cc = as_curvature(c, xc)
+    xc = _read(xc, cc, x.dtype)
     sc = sqrt_c(cc)
     un = norm(uc)
-    second = torch.tanh(sc * _lambda(xc, cc) * un / 2) * uc / (sc * un)
-    return _project(_mobius_add(xc, second, cc), cc, x.dtype).to(x.dtype)
+    gx = _gap(xc, cc)
+    t = sc * un / gx
+    w = torch.tanh(t) * uc / (sc * un)
+    return _project(_mobius_add(xc, w, cc, gx, sech2(t)), cc, x.dtype).to(x.dtype)
 
 
 def logmap(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
-    """Logarithmic map at x: 2/(sqrt(c) lambda_x) artanh(sqrt(c)|w|) w/|w|, w = (-x) ⊕ y."""
+    """Logarithmic map at x: 2/(sqrt(c) lambda_x) artanh(sqrt(c)|w|) w/|w|, w = (-x) ⊕ y.
+
+    Evaluated without cancellation: with delta = y - x, z = sqrt(c)|delta|/sqrt(a_x a_y)
+    (= sinh(sqrt(c) d / 2)) and a = 1 - c|.|^2, w is parallel to a_x delta - c|delta|^2 x and
+    log_x(y) = asinh(z)/z / (a_y sqrt(1 + z^2)) (a_x delta - c|delta|^2 x).
+    """
     _validate(c, x=x, y=y)
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
-    sc = sqrt_c(cc)
-    w = _mobius_add(-xc, yc, cc)
-    wn = norm(w)
-    out = 2 / (sc * _lambda(xc, cc)) * artanh(sc * wn, x.dtype) * w / wn
+    xc, yc = _read(xc, cc, x.dtype), _read(yc, cc, x.dtype)
+    gx, gy = _gap(xc, cc), _gap(yc, cc)
+    delta, z = _dist_arg(xc, yc, cc, gx, gy)
+    direction = gx * delta - cc * delta.pow(2).sum(-1, keepdim=True) * xc
+    out = asinhc(z) / (gy * torch.sqrt(1 + z * z)) * direction
     return out.to(x.dtype)
 
 
 def dist(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, keepdim: bool = False) -> torch.Tensor:
-    """Geodesic distance 2/sqrt(c) artanh(sqrt(c) |(-x) ⊕ y|)."""
+    """Geodesic distance 2/sqrt(c) artanh(sqrt(c) |(-x) ⊕ y|).
+
+    Evaluated as 2/sqrt(c) asinh(sqrt(c)|x - y| / sqrt((1 - c|x|^2)(1 - c|y|^2))): relative
+    error eps/(1 - c|x|^2) (the conditioning of the point itself) instead of the Möbius form's
+    eps/(1 - c|x|^2)^2 for nearby points near the boundary.
+    """
     _validate(c, x=x, y=y)
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
-    sc = sqrt_c(cc)
-    out = 2 / sc * artanh(sc * norm(_mobius_add(-xc, yc, cc)), x.dtype)
+    xc, yc = _read(xc, cc, x.dtype), _read(yc, cc, x.dtype)
+    _, z = _dist_arg(xc, yc, cc, _gap(xc, cc), _gap(yc, cc))
+    out = 2 / sqrt_c(cc) * torch.asinh(z)
     return (out if keepdim else out.squeeze(-1)).to(x.dtype)
 
 
@@ -265,7 +354,9 @@ def dist0(x: torch.Tensor, *, c: Curvature, keepdim: bool = False) -> torch.Tens
     """Distance from the origin: 2/sqrt(c) artanh(sqrt(c)|x|)."""
     _validate(c, x=x)
     (xc,) = upcast(x)
-    sc = sqrt_c(as_curvature(c, xc))
+    cc = as_curvature(c, xc)
+    xc = _read(xc, cc, x.dtype)
+    sc = sqrt_c(cc)
     out = 2 / sc * artanh(sc * norm(xc), x.dtype)
     return (out if keepdim else out.squeeze(-1)).to(x.dtype)
 
@@ -274,26 +365,28 @@ def parallel_transport(
     x: torch.Tensor, y: torch.Tensor, v: torch.Tensor, *, c: Curvature
 ) -> torch.Tensor:
     """Parallel transport of v from T_x to T_y: gyr[y, -x] v * lambda_x / lambda_y."""
-    _validate(c, x=x, y=y, v=v)
+    _validate(c, ("v",), x=x, y=y, v=v)
     xc, yc, vc = upcast(x, y, v)
     cc = as_curvature(c, xc)
-    out = _gyration(yc, -xc, vc, cc) * _lambda(xc, cc) / _lambda(yc, cc)
+    xc, yc = _read(xc, cc, x.dtype), _read(yc, cc, x.dtype)
+    out = _gyration(yc, -xc, vc, cc) * (_gap(yc, cc) / _gap(xc, cc))
     return out.to(v.dtype)
 
 
 def parallel_transport0(y: torch.Tensor, v: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Parallel transport of v from the origin to y: v * (1 - c|y|^2) = v * lambda_0/lambda_y."""
-    _validate(c, y=y, v=v)
+    _validate(c, ("v",), y=y, v=v)
     yc, vc = upcast(y, v)
     cc = as_curvature(c, yc)
-    return (vc * (1 - cc * yc.pow(2).sum(-1, keepdim=True))).to(v.dtype)
+    return (vc * _gap(_read(yc, cc, y.dtype), cc)).to(v.dtype)
 
 
 def egrad2rgrad(x: torch.Tensor, grad: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Riemannian gradient from a Euclidean one: grad / lambda_x^2."""
-    _validate(c, x=x, grad=grad)
+    _validate(c, ("grad",), x=x, grad=grad)
     xc, gc = upcast(x, grad)
-    return (gc / _lambda(xc, as_curvature(c, xc)).pow(2)).to(grad.dtype)
+    cc = as_curvature(c, xc)
+    return (gc * (_gap(_read(xc, cc, x.dtype), cc) / 2).pow(2)).to(grad.dtype)
 
 
 def midpoint(
@@ -309,21 +402,36 @@ def midpoint(
     m = 1/2 ⊗ (sum_i w_i lambda_i x_i / sum_i w_i (lambda_i - 1)). ``weights`` broadcasts
     against ``x.shape[:-1]``; default uniform. ``dim`` indexes ``x`` and must not be the last
     (manifold) axis.
+
+    Evaluated without the cancellation of the half-scaling 1/(1 + sqrt(1 - c|y|^2)) near the
+    boundary: with v_i = w_i / a_i (a = 1 - c|.|^2), W = sum w_i, V = sum v_i, mean
+    xbar = sum v_i x_i / V and spread S = sum v_i |x_i - xbar|^2 (two-pass, shifted by the first
+    point), m = 2 V xbar / (2V - W + sign * sqrt(W^2 + 4 c V S)) where sign = sign(2V - W);
+    identical points give exactly S = 0 and m = x.
     """
     _validate(c, x=x)
-    d = dim % x.dim()
-    if d == x.dim() - 1:
+    if not -x.dim() <= dim < x.dim():
+        raise ValueError(f"dim {dim} is out of range for x of shape {tuple(x.shape)}")
+    # Counted from the end, so that weights with extra leading axes broadcast correctly.
+    d = dim - x.dim() if dim >= 0 else dim
+    if d == -1:
         raise ValueError("dim must select the points, not the last (manifold) axis")
     (xc,) = upcast(x)
     cc = as_curvature(c, xc)
-    lam = _lambda(xc, cc)
-    w = torch.ones_like(lam) if weights is None else weights.to(xc.dtype).unsqueeze(-1)
-    num = (w * lam * xc).sum(d, keepdim=True)
-    den = (w * (lam - 1)).sum(d, keepdim=True)
-    gyro_mean = num / den
-    # 1/2 ⊗ y = y / (1 + sqrt(1 - c|y|^2)): closed form of the Möbius half-scaling.
-    out = gyro_mean / (1 + torch.sqrt((1 - cc * gyro_mean.pow(2).sum(-1, keepdim=True))
-                                      .clamp_min(0)))
+    xc = _read(xc, cc, x.dtype)
+    gap = _gap(xc, cc)
+    w = torch.ones_like(gap) if weights is None else weights.to(xc.dtype).unsqueeze(-1)
+    w_sum = w.expand(torch.broadcast_shapes(w.shape, gap.shape)).sum(d, keepdim=True)
+    v = w / gap
+    v_sum = v.sum(d, keepdim=True)
+    shifted = xc - xc.narrow(d, 0, 1)
+    mean_shift = (v * shifted).sum(d, keepdim=True) / v_sum
+    spread = (v * (shifted - mean_shift).pow(2).sum(-1, keepdim=True)).sum(d, keepdim=True)
+    mean = xc.narrow(d, 0, 1) + mean_shift
+    lead = 2 * v_sum - w_sum
+    # Same clamp as the textbook form's sqrt(max(1 - c|y|^2, 0)); only negative weights reach it.
+    root = torch.sqrt((w_sum.pow(2) + 4 * cc * v_sum * spread).clamp_min(0))
+    out = 2 * v_sum * mean / (lead + torch.where(lead < 0, -root, root))
     out = _project(out, cc, x.dtype)
     return (out if keepdim else out.squeeze(d)).to(x.dtype)
 
@@ -347,6 +455,7 @@ def unidirectional_mlr(
         )
     xc, zc, rc = upcast(x, z, r)
     cc = as_curvature(c, xc)
+    xc = _read(xc, cc, x.dtype)
     sc = sqrt_c(cc)
     lam = _lambda(xc, cc)
     zn = zc.norm(dim=0).clamp_min(torch.finfo(zc.dtype).tiny)

@@ -1,5 +1,19 @@
-"""Hyperbolic layers. Parameters that live on a manifold are ``ManifoldParameter``s."""
+"""Hyperbolic layers. Parameters that live on a manifold are ``ManifoldParameter``s.
 
+Poincaré ball (HNN++): ``PoincareLinear``, ``PoincareMLR``. Lorentz hyperboloid (fully
+hyperbolic, HyboNet): ``LorentzLinear``. Both: ``HyperbolicEmbedding``. Each layer owns its
+manifold object (``layer.manifold``), so a learnable curvature is a parameter of the layer.
+"""
+
+from resnetbk.nn.embedding import HyperbolicEmbedding
+from resnetbk.nn.lorentz import LorentzLinear
 from resnetbk.nn.parameter import ManifoldParameter
+from resnetbk.nn.poincare import PoincareLinear, PoincareMLR
 
-__all__ = ["ManifoldParameter"]
+__all__ = [
+    "HyperbolicEmbedding",
+    "LorentzLinear",
+    "ManifoldParameter",
+    "PoincareLinear",
+    "PoincareMLR",
+]
