@@ -256,7 +256,15 @@ def machine_info() -> dict[str, object]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    try:
+        import subprocess
+
+        rev = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        rev = "unknown"
     return {
+        "git": rev,
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -318,6 +326,10 @@ def run(batch: int, dim: int, n_cdist: int, rounds: int, min_run_time: float,
     }
 
 
+def _load(x: object) -> str:
+    return "n/a" if not x else "(" + ", ".join(f"{v:.1f}" for v in x) + ")"
+
+
 def docs_table(report: dict[str, object]) -> str:
     """The Markdown table (and its header lines) for docs/PERFORMANCE.md."""
     m = report["machine"]
@@ -325,9 +337,11 @@ def docs_table(report: dict[str, object]) -> str:
     lines = [
         BEGIN,
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} with "
+        f"Code: git {m.get('git', 'unknown')}. Machine: {m['cpu']}, {m['cores']} cores, "
+        f"torch {m['torch']} with "
         f"{m['torch_threads']} threads, geoopt {m['geoopt']}, Python {m['python']}. "
-        f"Load average {m['loadavg_start']} at start, {m.get('loadavg_end')} at end. "
+        f"Load average (1, 5, 15 min) {_load(m['loadavg_start'])} at start, "
+        f"{_load(m.get('loadavg_end'))} at end. "
         f"Batch {cfg['batch']} x dim {cfg['dim']}, cdist {cfg['cdist_n']} x {cfg['cdist_n']}; "
         f"median of {cfg['rounds']} alternating rounds (blocked_autorange, "
         f"{cfg['min_run_time_s']} s each). Ratio = ours / geoopt: below 1 means ours is "
@@ -371,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--cdist", type=int, default=2048, help="n for the n x n cdist")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--min-run-time", type=float, default=0.3, help="seconds per round")
+    p.add_argument("--min-run-time", type=float, default=0.2, help="seconds per round")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: reproducible on a shared machine; 0: torch's default)")
     p.add_argument("--only", nargs="*", default=None, help="substrings of op names to run")

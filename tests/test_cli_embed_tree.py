@@ -62,7 +62,12 @@ def test_embed_tree_defaults() -> None:
     assert args.out == "runs/embed-tree"
 
 
-def test_embed_tree_rejects_empty_folder(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no Python module"):
-        main(["embed-tree", "--folder", str(tmp_path), "--steps", "1",
-              "--out", str(tmp_path / "o")])
+def test_embed_tree_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["embed-tree", "--folder", str(tmp_path), "--steps", "1",
+               "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "no Python module" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    rc = main(["embed-tree", "--tree", "balanced", "--steps", "-3", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "steps" in capsys.readouterr().err

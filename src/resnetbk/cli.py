@@ -66,16 +66,20 @@ def cmd_embed_tree(args: argparse.Namespace) -> int:
     from resnetbk.train.tree_demo import run_demo
     from resnetbk.train.tree_embedding import MANIFOLDS, EmbeddingConfig
 
-    if args.folder is not None:
-        tree = python_source_tree(args.folder)
-    elif args.tree == "stdlib":
-        tree = stdlib_tree()
-    else:
-        tree = balanced_tree(args.branching, args.depth)
+    try:  # invalid user input (an empty folder, a bad size) -> a one-line error, exit code 2
+        if args.folder is not None:
+            tree = python_source_tree(args.folder)
+        elif args.tree == "stdlib":
+            tree = stdlib_tree()
+        else:
+            tree = balanced_tree(args.branching, args.depth)
+        config = EmbeddingConfig(dim=args.dim, steps=args.steps, seed=args.seed, lr=args.lr,
+                                 loss=args.loss, log_every=args.log_every,
+                                 threads=args.threads)
+    except ValueError as e:
+        print(f"resnetbk embed-tree: error: {e}", file=sys.stderr)
+        return 2
     manifolds = list(MANIFOLDS) if "all" in args.manifold else list(dict.fromkeys(args.manifold))
-    config = EmbeddingConfig(dim=args.dim, steps=args.steps, seed=args.seed, lr=args.lr,
-                             loss=args.loss, log_every=args.log_every,
-                             threads=args.threads)
     run_demo(tree, manifolds, args.out, base=config, plot=not args.no_plot)
     return 0
 

@@ -120,9 +120,21 @@ def test_mixed_groups_match_per_parameter_references(
         geo_cls([ref_q], **{**config, "lr": lr_b}),
         cls([ref_r], **config),
     ]
+    # geoopt's Lorentz expmap clamps <u,u>_L at 1e-8, so it is exact only for steps of Lorentz
+    # norm >= 1e-4 (see test_parity.py); momentum can make a step arbitrarily small (seen with
+    # sgd-nesterov: a 4.5e-9 error). q is therefore also checked exactly against a
+    # one-parameter resnetbk optimizer, and against geoopt only when no step was that small.
+    own_q = ManifoldParameter(q0.clone(), hyp)
+    own_q_opt = cls([own_q], **{**config, "lr": lr_b})
+    min_step = float("inf")
     ours = [w, b, p, q, r]
     theirs = [ref_w, ref_b, ref_p, ref_q, ref_r]
     for k in range(10):
+        own_q_opt.zero_grad()
+        lorentz.dist(own_q, tq, c=1.3).pow(2).sum().backward()
+        own_q_before = own_q.detach().clone()
+        own_q_opt.step()
+        min_step = min(min_step, float(lorentz.dist(own_q_before, own_q.detach(), c=1.3).min()))
         opt.zero_grad()
         sum(losses(*ours)).backward()
         for ref, param, loss in zip(refs, theirs, losses(*theirs), strict=True):
@@ -136,7 +148,10 @@ def test_mixed_groups_match_per_parameter_references(
                     config.get("dampening", 0.0) / config["momentum"] * g)
             ref.step()
         opt.step()
+    torch.testing.assert_close(q.detach(), own_q.detach(), atol=0, rtol=0)
     for name, mine, ref in zip("wbpqr", ours, theirs, strict=True):
+        if name == "q" and min_step < 2e-4:
+            continue  # a step below geoopt's clamp: q was checked against own_q above
         exact = name in "wbr"
         torch.testing.assert_close(mine.detach(), ref.detach(), atol=0 if exact else 1e-10,
                                    rtol=0, msg=lambda m, n=name: f"{n}: {m}")

@@ -340,8 +340,8 @@ def stdlib_tree(
 ) -> Tree:
     """The standard library of the running interpreter as a tree (see ``python_source_tree``).
 
-    With the defaults on CPython 3.11: about 1.9k nodes (45 packages, 688 modules, 1.2k
-    classes), height 4, and a root with about 190 children.
+    With the defaults on CPython 3.11.7: 1932 nodes (45 packages, 687 modules, 1199 classes),
+    height 4, and a root with 199 children. Takes about 5 s (``ast`` parsing dominates).
     """
     return python_source_tree(
         sysconfig.get_paths()["stdlib"],

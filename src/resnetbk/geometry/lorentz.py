@@ -33,6 +33,7 @@ from resnetbk.geometry.numerics import (
     arcosh,
     as_curvature,
     asinhc,
+    clip_norm,
     inv_sinhc,
     max_rapidity,
     min_norm,
@@ -144,10 +145,7 @@ def _project(x: torch.Tensor, c: Curvature,
         cap = math.sinh(max_rapidity(storage_dtype)) / sqrt_c(c)
         cap_finite = torch.finfo(storage_dtype).max / 4
         cap = cap.clamp_max(cap_finite) if isinstance(cap, torch.Tensor) else min(cap, cap_finite)
-        # cap / max(n, cap) is 1 below the cap: no where(), whose unused Inf branch would
-        # turn the gradient at the origin (n floored to tiny) into 0 * Inf = NaN.
-        n = euclidean_norm(space)
-        space = space * (cap / torch.maximum(n, torch.as_tensor(cap, dtype=n.dtype)))
+        space = clip_norm(space, cap)
     time = torch.sqrt(1 / c + space.pow(2).sum(-1, keepdim=True))
     return torch.cat([time, space], dim=-1)
 

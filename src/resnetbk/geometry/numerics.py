@@ -93,6 +93,17 @@ def norm(x: torch.Tensor, keepdim: bool = True) -> torch.Tensor:
     return x.norm(dim=-1, keepdim=keepdim).clamp_min(min_norm(x.dtype))
 
 
+def clip_norm(x: torch.Tensor, max_norm: float | torch.Tensor) -> torch.Tensor:
+    """x scaled onto the sphere of radius ``max_norm`` where |x| exceeds it, unchanged elsewhere.
+
+    Computed as x * (max_norm / max(|x|, max_norm)): two passes over x instead of the four of a
+    where(); the factor is exactly 1 below the radius (so the gradient is the identity there) and
+    has no Inf branch whose 0 * Inf would poison the gradient at x = 0.
+    """
+    n = x.norm(dim=-1, keepdim=True)
+    return x * (max_norm / n.clamp_min(max_norm))
+
+
 def artanh(x: torch.Tensor, storage_dtype: torch.dtype) -> torch.Tensor:
     """artanh(x) = (log1p(x) - log1p(-x)) / 2 for x in [0, 1].
 

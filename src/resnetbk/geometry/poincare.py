@@ -30,6 +30,7 @@ from resnetbk.geometry.numerics import (
     as_curvature,
     asinhc,
     ball_eps,
+    clip_norm,
     norm,
     read_radius,
     sech2,
@@ -103,9 +104,7 @@ def _validate(c: Curvature, vectors: tuple[str, ...] = (), **tensors: torch.Tens
 
 def _project(x: torch.Tensor, c: Curvature, storage_dtype: torch.dtype) -> torch.Tensor:
     """Scale x back to sqrt(c)|x| <= 1 - eps (compute-dtype tensors, eps of the storage dtype)."""
-    max_norm = (1.0 - ball_eps(storage_dtype)) / sqrt_c(c)
-    n = norm(x)
-    return torch.where(n > max_norm, x / n * max_norm, x)
+    return clip_norm(x, (1.0 - ball_eps(storage_dtype)) / sqrt_c(c))
 
 
 def _read(x: torch.Tensor, c: Curvature, storage_dtype: torch.dtype) -> torch.Tensor:
@@ -114,9 +113,7 @@ def _read(x: torch.Tensor, c: Curvature, storage_dtype: torch.dtype) -> torch.Te
 
     Outputs of this module lie within 1 - eps, so reading never changes them or their gradient.
     """
-    max_norm = read_radius(storage_dtype) / sqrt_c(c)
-    n = norm(x)
-    return torch.where(n > max_norm, x * (max_norm / n), x)
+    return clip_norm(x, read_radius(storage_dtype) / sqrt_c(c))
 
 
 def _gap(x: torch.Tensor, c: Curvature) -> torch.Tensor:
@@ -152,13 +149,14 @@ def _lambda(x: torch.Tensor, c: Curvature) -> torch.Tensor:
 def _expmap0(u: torch.Tensor, c: Curvature) -> torch.Tensor:
     sc = sqrt_c(c)
     un = norm(u)
-    return torch.tanh(sc * un) * u / (sc * un)
+    # Scalar factor first: one pass over the full tensor instead of two.
+    return u * (torch.tanh(sc * un) / (sc * un))
 
 
 def _logmap0(y: torch.Tensor, c: Curvature, storage_dtype: torch.dtype) -> torch.Tensor:
     sc = sqrt_c(c)
     yn = norm(y)
-    return artanh(sc * yn, storage_dtype) * y / (sc * yn)
+    return y * (artanh(sc * yn, storage_dtype) / (sc * yn))
 
 
 def _dist_arg(x: torch.Tensor, y: torch.Tensor, c: Curvature, gx: torch.Tensor,
@@ -246,7 +244,7 @@ def mobius_scalar_mul(r: float | torch.Tensor, x: torch.Tensor, *, c: Curvature)
         r = r.to(xc.dtype)
     sc = sqrt_c(cc)
     xn = norm(xc)
-    out = torch.tanh(r * artanh(sc * xn, x.dtype)) * xc / (sc * xn)
+    out = xc * (torch.tanh(r * artanh(sc * xn, x.dtype)) / (sc * xn))
     return _project(out, cc, x.dtype).to(x.dtype)
 
 
@@ -269,7 +267,7 @@ def mobius_matvec(m: torch.Tensor, x: torch.Tensor, *, c: Curvature) -> torch.Te
     mx = xc @ mc.transpose(-1, -2)
     xn = norm(xc)
     mxn = norm(mx)
-    out = torch.tanh(mxn / xn * artanh(sc * xn, x.dtype)) * mx / (mxn * sc)
+    out = mx * (torch.tanh(mxn / xn * artanh(sc * xn, x.dtype)) / (mxn * sc))
     return _project(out, cc, x.dtype).to(x.dtype)
 
 
@@ -312,7 +310,7 @@ def expmap(x: torch.Tensor, u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     un = norm(uc)
     gx = _gap(xc, cc)
     t = sc * un / gx
-    w = torch.tanh(t) * uc / (sc * un)
+    w = uc * (torch.tanh(t) / (sc * un))
     return _project(_mobius_add(xc, w, cc, gx, sech2(t)), cc, x.dtype).to(x.dtype)
 
 

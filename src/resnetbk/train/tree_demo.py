@@ -39,10 +39,16 @@ _KIND_STYLE = {  # colour, marker size
 
 def machine_info() -> dict[str, object]:
     """CPU, core count, torch version and thread count of this process."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        models = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                  if ln.startswith("model name")]
+        cpu = models[0] if models else cpu
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu,
         "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads_default": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -136,7 +142,8 @@ def plot_embeddings(tree: Tree, results: dict[str, EmbeddingResult], path: str |
                         bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.7,
                               "lw": 0})
         m = r.metrics
-        ax.set_title(f"{_TITLES[r.config.manifold]} (root at the centre)\n"
+        where = " (root at the centre)" if hyperbolic else ""
+        ax.set_title(f"{_TITLES[r.config.manifold]}{where}\n"
                      f"MAP {m['map']:.3f}, mean rank {m['mean_rank']:.1f}, "
                      f"avg distortion {m['avg_distortion']:.3f}", fontsize=11)
         ax.set_xlim(mid[0] - half, mid[0] + half)
