@@ -74,6 +74,7 @@ OPS: dict[str, tuple[Callable, tuple[str, ...]]] = {
     "l.dist0": (lambda x: L.dist0(x, c=C), ("X",)),
     "l.cdist": (lambda x, y: L.cdist(x, y, c=C), ("X", "Y")),
     "l.project": (lambda x: L.project(x, c=C), ("E",)),
+    "l.from_spatial": (lambda s: L.from_spatial(s, c=C), ("u",)),
     "l.proju": (lambda x, u: L.proju(x, u, c=C), ("X", "E")),
     "l.parallel_transport": (lambda x, y, v: L.parallel_transport(x, y, v, c=C),
                              ("X", "Y", "V")),
@@ -131,7 +132,8 @@ def test_gradcheck_curvature(gen: torch.Generator, name: str, shape: tuple[int, 
 
 @pytest.mark.parametrize("name", ["p.logmap", "l.logmap", "p.expmap0", "l.dist_origin",
                                   "l.logmap_origin", "l.expmap_zero", "p.midpoint_same",
-                                  "l.centroid_same"])
+                                  "l.centroid_same", "l.expmap0_zero", "l.project_origin",
+                                  "p.project_origin"])
 def test_gradcheck_at_special_points(gen: torch.Generator, name: str) -> None:
     """Points where a naive formula divides 0 by 0 but the function is smooth: log_x(y) at
     y = x, exp_0 at 0, distances from the origin, exp_x(0), means of identical points."""
@@ -147,6 +149,10 @@ def test_gradcheck_at_special_points(gen: torch.Generator, name: str) -> None:
         "l.expmap_zero": (lambda a, u: L.expmap(a, u, c=C), (X, torch.zeros_like(X))),
         "p.midpoint_same": (lambda a, b: P.midpoint(torch.stack([a, b], -2), c=C), (x, x)),
         "l.centroid_same": (lambda a, b: L.centroid(torch.stack([a, b], -2), c=C), (X, X)),
+        # the range caps must not put 0 * Inf into the gradient at the origin
+        "l.expmap0_zero": (lambda u: L.expmap0(u, c=C), (torch.zeros(N, D + 1, dtype=G.F64),)),
+        "l.project_origin": (lambda a: L.project(a, c=C), (o,)),
+        "p.project_origin": (lambda a: P.project(a, c=C), (torch.zeros(N, D, dtype=G.F64),)),
     }
     fn, args = cases[name]
     assert gradcheck(fn, tuple(a.clone().requires_grad_() for a in args))

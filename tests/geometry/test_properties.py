@@ -370,3 +370,14 @@ def test_origin_and_zero_vectors(c: float) -> None:
     assert torch.equal(poincare.logmap(p0, p0, c=c), p0)
     assert torch.equal(convert.lorentz_to_poincare(o, c=c), p0)
     assert torch.equal(convert.poincare_to_lorentz(p0, c=c), o)
+
+
+def test_from_spatial_is_project_of_any_time(gen: torch.Generator) -> None:
+    """from_spatial(s) lies on the hyperboloid and equals project of (anything, s)."""
+    s = 3 * torch.randn(16, 4, generator=gen, dtype=torch.float64)
+    x = lorentz.from_spatial(s, c=0.7)
+    assert torch.equal(x[..., 1:], s)
+    torch.testing.assert_close(lorentz.inner(x, x), torch.full((16,), -1 / 0.7,
+                                                               dtype=torch.float64))
+    junk_time = torch.randn(16, 1, generator=gen, dtype=torch.float64)
+    assert torch.equal(x, lorentz.project(torch.cat([junk_time, s], -1), c=0.7))

@@ -55,6 +55,7 @@ __all__ = [
     "egrad2rgrad",
     "expmap",
     "expmap0",
+    "from_spatial",
     "inner",
     "logmap",
     "logmap0",
@@ -132,22 +133,28 @@ def _inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return uv[..., 1:].sum(-1, keepdim=True) - uv[..., :1]
 
 
-def _project(x: torch.Tensor, c: Curvature,
-             storage_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Recompute the time coordinate from the spatial part: x_0 = sqrt(1/c + |x_s|^2).
+def _from_spatial(space: torch.Tensor, c: Curvature,
+                  storage_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The point (sqrt(1/c + |x_s|^2), x_s) with spatial part x_s.
 
-    With ``storage_dtype``, the spatial part is first capped at sqrt(c)|x_s| <=
-    sinh(MAX_RAPIDITY[dtype]) (and |x_s| <= finfo.max / 4), so that every coordinate of the
-    result, rounded to that dtype, is finite.
+    With ``storage_dtype``, x_s is first capped at sqrt(c)|x_s| <= sinh(MAX_RAPIDITY[dtype])
+    (and |x_s| <= finfo.max / 4), so that every coordinate, rounded to that dtype, is finite,
+    and rounded to that dtype, so that x_0 is computed from the x_s that will be stored: the
+    stored point then carries one rounding (of x_0) instead of two.
     """
-    space = x[..., 1:]
     if storage_dtype is not None:
         cap = math.sinh(max_rapidity(storage_dtype)) / sqrt_c(c)
         cap_finite = torch.finfo(storage_dtype).max / 4
         cap = cap.clamp_max(cap_finite) if isinstance(cap, torch.Tensor) else min(cap, cap_finite)
-        space = clip_norm(space, cap)
+        space = clip_norm(space, cap).to(storage_dtype).to(space.dtype)
     time = torch.sqrt(1 / c + space.pow(2).sum(-1, keepdim=True))
     return torch.cat([time, space], dim=-1)
+
+
+def _project(x: torch.Tensor, c: Curvature,
+             storage_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Recompute the time coordinate from the spatial part (see ``_from_spatial``)."""
+    return _from_spatial(x[..., 1:], c, storage_dtype)
 
 
 def _frame_parts(x: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,6 +274,21 @@ def project(x: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     _validate(c, {}, {"x": x})
     (xc,) = upcast(x)
     return _project(xc, as_curvature(c, xc), x.dtype).to(x.dtype)
+
+
+def from_spatial(space: torch.Tensor, *, c: Curvature) -> torch.Tensor:
+    """The hyperboloid point with spatial coordinates ``space`` (..., d): (sqrt(1/c + |s|^2), s).
+
+    The natural chart for layers that produce spatial coordinates (``LorentzLinear``) or
+    store them (``HyperbolicEmbedding``); like ``project``, it caps the rapidity so the result
+    is finite in the dtype of ``space``.
+    """
+    check_floating("space", space)
+    if space.shape[-1] < 1:
+        raise ValueError("space needs at least 1 coordinate, got 0")
+    check_curvature(c)
+    (sc,) = upcast(space)
+    return _from_spatial(sc, as_curvature(c, sc), space.dtype).to(space.dtype)
 
 
 def proju(x: torch.Tensor, u: torch.Tensor, *, c: Curvature) -> torch.Tensor:

@@ -96,12 +96,14 @@ def norm(x: torch.Tensor, keepdim: bool = True) -> torch.Tensor:
 def clip_norm(x: torch.Tensor, max_norm: float | torch.Tensor) -> torch.Tensor:
     """x scaled onto the sphere of radius ``max_norm`` where |x| exceeds it, unchanged elsewhere.
 
-    Computed as x * (max_norm / max(|x|, max_norm)): two passes over x instead of the four of a
-    where(); the factor is exactly 1 below the radius (so the gradient is the identity there) and
-    has no Inf branch whose 0 * Inf would poison the gradient at x = 0.
+    Computed as x / max(|x| / max_norm, 1): two passes over x instead of the four of a where();
+    the factor is exactly 1 below the radius (torch evaluates ``scalar / tensor`` as a
+    reciprocal times the scalar, which is not exact, so the clamp comes before the reciprocal),
+    the gradient is the identity there, and there is no Inf branch whose 0 * Inf would poison
+    the gradient at x = 0.
     """
     n = x.norm(dim=-1, keepdim=True)
-    return x * (max_norm / n.clamp_min(max_norm))
+    return x * (n / max_norm).clamp_min(1).reciprocal()
 
 
 def artanh(x: torch.Tensor, storage_dtype: torch.dtype) -> torch.Tensor:

@@ -13,11 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnetbk.debug import debug_enabled
-from resnetbk.geometry import poincare
+from resnetbk.geometry import lorentz, poincare
 from resnetbk.geometry.manifolds import Lorentz, Manifold, PoincareBall
 from resnetbk.geometry.numerics import as_curvature, compute_dtype, sqrt_c
 from resnetbk.nn._checks import check_size
-from resnetbk.nn.lorentz import with_time
 from resnetbk.nn.parameter import ManifoldParameter
 
 __all__ = ["HyperbolicEmbedding"]
@@ -118,7 +117,7 @@ class HyperbolicEmbedding(nn.Module):
         oc = out.to(compute_dtype(out.dtype))
         scaled = oc / sqrt_c(as_curvature(c, oc))
         if self.manifold_name == "lorentz":
-            return with_time(scaled[..., 1:], c, out.dtype)
+            return lorentz.from_spatial(scaled[..., 1:].to(out.dtype), c=c)
         return poincare.project(scaled.to(out.dtype), c=c)
 
     def extra_repr(self) -> str:

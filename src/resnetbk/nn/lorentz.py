@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnetbk.geometry import lorentz
 from resnetbk.geometry.manifolds import Lorentz
 from resnetbk.geometry.numerics import (
     as_curvature,
@@ -35,20 +36,6 @@ def _overflow_safe_norm(x: torch.Tensor) -> torch.Tensor:
     tiny = torch.finfo(x.dtype).tiny
     scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(tiny)
     return (scale * norm(x / scale)).clamp_min(tiny)
-
-
-def with_time(space: torch.Tensor, c: float | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The hyperboloid point (sqrt(1/c + |s|^2), s) for spatial coordinates s, in ``dtype``.
-
-    s is rounded to ``dtype`` first and the time coordinate computed from the rounded s (in
-    float32 for half types), so the rounded point is as close to the hyperboloid as ``dtype``
-    allows. This is ``lorentz.project`` without its range cap (callers cap first): that cap's
-    ``torch.where`` gives NaN gradients at s = 0 (reported to the geometry owner).
-    """
-    s = space.to(dtype).to(compute_dtype(dtype))
-    cc = as_curvature(c, s)
-    time = torch.sqrt(1 / cc + s.pow(2).sum(dim=-1, keepdim=True))
-    return torch.cat([time, s], dim=-1).to(dtype)
 
 
 def _tanhc(x: torch.Tensor) -> torch.Tensor:
@@ -155,15 +142,14 @@ class LorentzLinear(nn.Module):
         space = out
         if self.max_distance is not None:
             space = space * _bound_factor(space, sc, self.max_distance)
+        # Cap the rapidity here with an overflow-safe norm: a linear map's output can exceed
+        # sqrt(finfo.max), where the plain norm inside the geometry's cap is Inf and would
+        # send the point to the origin instead of to the cap.
         limit = math.sinh(max_rapidity(x.dtype)) / sc
-        coord_max = torch.finfo(x.dtype).max / 4
-        if isinstance(limit, torch.Tensor):
-            limit = limit.clamp_max(coord_max)
-            space = space * (limit / torch.maximum(_overflow_safe_norm(space), limit))
-        else:
-            limit = min(limit, coord_max)
-            space = space * (limit / _overflow_safe_norm(space).clamp_min(limit))
-        return with_time(space, c, x.dtype)
+        limit = (limit.clamp_max(torch.finfo(x.dtype).max / 4) if isinstance(limit, torch.Tensor)
+                 else min(limit, torch.finfo(x.dtype).max / 4))
+        space = space * (limit / _overflow_safe_norm(space).clamp_min(limit))
+        return lorentz._from_spatial(space, cc, x.dtype).to(x.dtype)
 
     def extra_repr(self) -> str:
         s = (f"in_features={self.in_features}, out_features={self.out_features}, "
