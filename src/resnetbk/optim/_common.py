@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -60,6 +61,21 @@ def group_by_device_and_dtype(params: list[torch.Tensor]) -> list[list[int]]:
     return list(buckets.values())
 
 
+def riemannian_grads(params: list[torch.Tensor], manifolds: list[Manifold | None],
+                     weight_decay: float) -> list[torch.Tensor]:
+    """Riemannian gradients egrad2rgrad(p, grad + weight_decay * p) (Euclidean where the
+    manifold is None), as new tensors: ``p.grad`` is never modified."""
+    grads = [p.grad for p in params]
+    if weight_decay != 0:
+        grads = list(torch._foreach_add(grads, params, alpha=weight_decay))
+    else:
+        grads = list(grads)
+    for i, m in enumerate(manifolds):
+        if m is not None:
+            grads[i] = m.egrad2rgrad(params[i], grads[i])
+    return grads
+
+
 def debug_check_point(
     optimizer: str, manifold: Manifold, point: torch.Tensor, group: int, index: int
 ) -> None:
@@ -93,3 +109,28 @@ def as_float(name: str, value: float | torch.Tensor) -> float:
             raise ValueError(f"{name} must be a number or a one-element tensor, got {value.shape}")
         return float(value.item())
     return float(value)
+
+
+class RiemannianOptimizer(torch.optim.Optimizer):
+    """The step loop shared by the Riemannian optimizers: every group's manifold steps first
+    (subclasses implement ``_step_group``), then the deferred Euclidean updates."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float | torch.Tensor] | None = None) -> Any:
+        """Perform one optimization step; ``closure`` re-evaluates the loss (with grad enabled).
+
+        Returns the closure's loss, or None.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        pending: list[PendingUpdate] = []
+        for gi, group in enumerate(self.param_groups):
+            self._step_group(gi, group, pending)
+        for update in pending:
+            update()
+        return loss
+
+    def _step_group(self, gi: int, group: dict[str, Any], pending: list[PendingUpdate]) -> None:
+        raise NotImplementedError

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,19 +9,21 @@ from torch.optim.optimizer import ParamsT
 
 from resnetbk.optim._common import (
     PendingUpdate,
+    RiemannianOptimizer,
     as_float,
     check_param,
     debug_check_finite,
     debug_check_point,
     group_by_device_and_dtype,
     manifold_of,
+    riemannian_grads,
     scalar_dtype,
 )
 
 __all__ = ["RiemannianAdam"]
 
 
-class RiemannianAdam(torch.optim.Optimizer):
+class RiemannianAdam(RiemannianOptimizer):
     """Adam / AMSGrad on products of Riemannian manifolds.
 
     For a plain (Euclidean) parameter the update is exactly ``torch.optim.Adam``'s with the
@@ -96,23 +97,6 @@ class RiemannianAdam(torch.optim.Optimizer):
                 if step is not None and not torch.is_tensor(step):
                     p_state["step"] = torch.tensor(float(step), dtype=scalar_dtype())
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float | torch.Tensor] | None = None) -> Any:
-        """Perform one optimization step; ``closure`` re-evaluates the loss (with grad enabled).
-
-        Returns the closure's loss, or None.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        pending: list[PendingUpdate] = []
-        for gi, group in enumerate(self.param_groups):
-            self._step_group(gi, group, pending)
-        for update in pending:
-            update()
-        return loss
-
     def _step_group(self, gi: int, group: dict[str, Any], pending: list[PendingUpdate]) -> None:
         lr = as_float("lr", group["lr"])
         beta1, beta2 = (as_float("betas", b) for b in group["betas"])
@@ -147,15 +131,7 @@ class RiemannianAdam(torch.optim.Optimizer):
 
             torch._foreach_add_(steps, torch.tensor(1.0), alpha=1.0)
 
-            grads = [p.grad for p in ps]
-            # New tensors from here on: p.grad is never modified.
-            if weight_decay != 0:
-                grads = list(torch._foreach_add(grads, ps, alpha=weight_decay))
-            else:
-                grads = list(grads)
-            for i, m in enumerate(manifolds):
-                if m is not None:
-                    grads[i] = m.egrad2rgrad(ps[i], grads[i])
+            grads = riemannian_grads(ps, manifolds, weight_decay)
 
             torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
             torch._foreach_mul_(exp_avg_sqs, beta2)

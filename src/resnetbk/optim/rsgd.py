@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,18 +9,20 @@ from torch.optim.optimizer import ParamsT
 
 from resnetbk.optim._common import (
     PendingUpdate,
+    RiemannianOptimizer,
     as_float,
     check_param,
     debug_check_finite,
     debug_check_point,
     group_by_device_and_dtype,
     manifold_of,
+    riemannian_grads,
 )
 
 __all__ = ["RiemannianSGD"]
 
 
-class RiemannianSGD(torch.optim.Optimizer):
+class RiemannianSGD(RiemannianOptimizer):
     """Stochastic gradient descent on products of Riemannian manifolds.
 
     For a plain (Euclidean) parameter the update is exactly ``torch.optim.SGD``'s with the
@@ -87,23 +88,6 @@ class RiemannianSGD(torch.optim.Optimizer):
             group.setdefault("weight_decay", 0.0)
             group.setdefault("nesterov", False)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float | torch.Tensor] | None = None) -> Any:
-        """Perform one optimization step; ``closure`` re-evaluates the loss (with grad enabled).
-
-        Returns the closure's loss, or None.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        pending: list[PendingUpdate] = []
-        for gi, group in enumerate(self.param_groups):
-            self._step_group(gi, group, pending)
-        for update in pending:
-            update()
-        return loss
-
     def _step_group(self, gi: int, group: dict[str, Any], pending: list[PendingUpdate]) -> None:
         lr = as_float("lr", group["lr"])
         momentum = group["momentum"]
@@ -124,15 +108,7 @@ class RiemannianSGD(torch.optim.Optimizer):
             ps = [params[i] for i in bucket]
             idx = [indices[i] for i in bucket]
             manifolds = [manifold_of(p) for p in ps]
-            grads = [p.grad for p in ps]
-            # New tensors from here on: p.grad is never modified.
-            if weight_decay != 0:
-                grads = list(torch._foreach_add(grads, ps, alpha=weight_decay))
-            else:
-                grads = list(grads)
-            for i, m in enumerate(manifolds):
-                if m is not None:
-                    grads[i] = m.egrad2rgrad(ps[i], grads[i])
+            grads = riemannian_grads(ps, manifolds, weight_decay)
 
             bufs: list[torch.Tensor | None] = [None] * len(ps)
             if momentum != 0:
