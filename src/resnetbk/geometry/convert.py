@@ -68,8 +68,7 @@ def poincare_to_lorentz(p: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     pc = poincare._read(pc, cc, p.dtype)
     gap = poincare._gap(pc, cc)
     space = 2 * pc / gap
-    out = lorentz._project(torch.cat([torch.zeros_like(gap), space], -1), cc, p.dtype)
-    return out.to(p.dtype)
+    return lorentz._from_spatial(space, cc, p.dtype).to(p.dtype)
 
 
 def lorentz_to_klein(x: torch.Tensor, *, c: Curvature) -> torch.Tensor:
@@ -88,8 +87,7 @@ def klein_to_lorentz(k: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     (kc,) = upcast(k)
     cc = as_curvature(c, kc)
     space = kc / torch.sqrt(_klein_gap(kc, cc, k.dtype))
-    out = lorentz._project(torch.cat([torch.zeros_like(kc[..., :1]), space], -1), cc, k.dtype)
-    return out.to(k.dtype)
+    return lorentz._from_spatial(space, cc, k.dtype).to(k.dtype)
 
 
 def poincare_to_klein(p: torch.Tensor, *, c: Curvature) -> torch.Tensor:

@@ -37,6 +37,7 @@ from resnetbk.geometry.numerics import (
     inv_sinhc,
     max_rapidity,
     min_norm,
+    points_axis,
     sinhc,
     sqrt_c,
     upcast,
@@ -466,12 +467,7 @@ def centroid(
     (two-pass about the first point, pbar the v-weighted mean), a sum of non-negative terms.
     """
     _validate(c, {"x": x})
-    if not -x.dim() <= dim < x.dim():
-        raise ValueError(f"dim {dim} is out of range for x of shape {tuple(x.shape)}")
-    # Counted from the end, so that weights with extra leading axes broadcast correctly.
-    d = dim - x.dim() if dim >= 0 else dim
-    if d == -1:
-        raise ValueError("dim must select the points, not the last (manifold) axis")
+    d = points_axis(x, dim)
     (xc,) = upcast(x)
     cc = as_curvature(c, xc)
     if weights is None:

@@ -93,6 +93,18 @@ def norm(x: torch.Tensor, keepdim: bool = True) -> torch.Tensor:
     return x.norm(dim=-1, keepdim=keepdim).clamp_min(min_norm(x.dtype))
 
 
+def points_axis(x: torch.Tensor, dim: int) -> int:
+    """The axis ``dim`` of x that indexes the points of a mean (midpoint, centroid), counted
+    from the end (so weights with extra leading axes broadcast); it must not be the last
+    (manifold) axis."""
+    if not -x.dim() <= dim < x.dim():
+        raise ValueError(f"dim {dim} is out of range for x of shape {tuple(x.shape)}")
+    d = dim - x.dim() if dim >= 0 else dim
+    if d == -1:
+        raise ValueError("dim must select the points, not the last (manifold) axis")
+    return d
+
+
 def clip_norm(x: torch.Tensor, max_norm: float | torch.Tensor) -> torch.Tensor:
     """x scaled onto the sphere of radius ``max_norm`` where |x| exceeds it, unchanged elsewhere.
 

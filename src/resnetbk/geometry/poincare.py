@@ -32,6 +32,7 @@ from resnetbk.geometry.numerics import (
     ball_eps,
     clip_norm,
     norm,
+    points_axis,
     read_radius,
     sech2,
     sqrt_c,
@@ -408,12 +409,7 @@ def midpoint(
     identical points give exactly S = 0 and m = x.
     """
     _validate(c, x=x)
-    if not -x.dim() <= dim < x.dim():
-        raise ValueError(f"dim {dim} is out of range for x of shape {tuple(x.shape)}")
-    # Counted from the end, so that weights with extra leading axes broadcast correctly.
-    d = dim - x.dim() if dim >= 0 else dim
-    if d == -1:
-        raise ValueError("dim must select the points, not the last (manifold) axis")
+    d = points_axis(x, dim)
     (xc,) = upcast(x)
     cc = as_curvature(c, xc)
     xc = _read(xc, cc, x.dtype)
