@@ -207,27 +207,26 @@ def _half_chord2(x: torch.Tensor, y: torch.Tensor, c: Curvature) -> torch.Tensor
 
         sinh(d/2)^2 = sinh(dr/2)^2 + sinh(r_x) sinh(r_y) sin(theta/2)^2
 
-    with sinh(dr) = <x_s - y_s, x_s + y_s> / (|x_s| y_0 + |y_s| x_0), sinh(dr/2)^2 =
-    sinh(dr)^2 / (2 (1 + cosh(dr))), and 4 |x_s| |y_s| sin(theta/2)^2 = <u_x, u_y> where
-    u_x = |x_s| (xhat - yhat) and u_y = |y_s| (xhat - yhat) are each taken from whichever of two
-    exact expressions rounds less: u_x = x_s - |x_s| yhat (small x_s) or
-    (x_s - y_s) - (|x_s| - |y_s|) yhat (nearby points), with |x_s| - |y_s| evaluated as
-    <x_s - y_s, x_s + y_s> / (|x_s| + |y_s|).
+    with sinh(dr) = (|x_s| - |y_s|)(|x_s| + |y_s|) / (|x_s| y_0 + |y_s| x_0), sinh(dr/2)^2 =
+    sinh(dr)^2 / (2 (1 + cosh(dr))), and 4 |x_s| |y_s| sin(theta/2)^2 = |w|^2 / (|x_s| |y_s|)
+    with w = |y_s| x_s - |x_s| y_s. Every rounding error is then of the size of the rounding of
+    the stored coordinates themselves (eps |x_s| in |x_s| - |y_s| and in w), and the only
+    full-size work is three norms and w: five passes, where the arcosh form needs three.
     """
     xs, ys = x[..., 1:], y[..., 1:]
     nx, ny = euclidean_norm(xs), euclidean_norm(ys)
-    xhat, yhat = xs / nx, ys / ny
-    diff = xs - ys
-    n_diff = diff.norm(dim=-1, keepdim=True)
-    dot = (diff * (xs + ys)).sum(-1, keepdim=True)
-    tiny = min_norm(x.dtype)
-    sh = dot / (nx * y[..., :1] + ny * x[..., :1]).clamp_min(tiny)
-    dn = dot / (nx + ny)
-    u_x = torch.where(nx < n_diff, xs - nx * yhat, diff - dn * yhat)
-    u_y = torch.where(ny < n_diff, ny * xhat - ys, diff - dn * xhat)
+    sh = (nx - ny) * (nx + ny) / (nx * y[..., :1] + ny * x[..., :1])
+    # w / s with s = sqrt(|x_s|) sqrt(|y_s|): no overflow of |w|^2 (norms are floored at the
+    # smallest normal, so nothing divides by 0). Written as the difference of two products, not
+    # an addcmul (which may fuse into an FMA), so that swapping x and y negates it exactly:
+    # d(x, y) == d(y, x) bit for bit, and d(x, x) = 0.
+    s = torch.sqrt(nx) * torch.sqrt(ny)
+    w = xs * (ny / s)
+    w -= ys * (nx / s)
+    angular = torch.linalg.vector_norm(w, dim=-1, keepdim=True).pow(2)
     sh2 = sh * sh
     radial = sh2 / (2 * (1 + torch.sqrt(1 + sh2)))
-    return radial + (c / 4) * (u_x * u_y).sum(-1, keepdim=True)
+    return radial + (c / 4) * angular
 
 
 def _dist_from_half_chord2(h2: torch.Tensor, c: Curvature) -> torch.Tensor:

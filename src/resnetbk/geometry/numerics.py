@@ -105,17 +105,21 @@ def points_axis(x: torch.Tensor, dim: int) -> int:
     return d
 
 
-def clip_norm(x: torch.Tensor, max_norm: float | torch.Tensor) -> torch.Tensor:
-    """x scaled onto the sphere of radius ``max_norm`` where |x| exceeds it, unchanged elsewhere.
+def clip_factor(n: torch.Tensor, max_norm: float | torch.Tensor) -> torch.Tensor:
+    """The factor min(1, max_norm / n) that scales a vector of norm n to at most ``max_norm``.
 
-    Computed as x / max(|x| / max_norm, 1): two passes over x instead of the four of a where();
-    the factor is exactly 1 below the radius (torch evaluates ``scalar / tensor`` as a
-    reciprocal times the scalar, which is not exact, so the clamp comes before the reciprocal),
-    the gradient is the identity there, and there is no Inf branch whose 0 * Inf would poison
-    the gradient at x = 0.
+    Evaluated as 1 / max(n / max_norm, 1): exactly 1 below the radius (torch evaluates
+    ``scalar / tensor`` as a reciprocal times the scalar, which is not exact, so the clamp comes
+    before the reciprocal), with the gradient 0 there and no Inf branch whose 0 * Inf would
+    poison the gradient at n = 0.
     """
-    n = x.norm(dim=-1, keepdim=True)
-    return x * (n / max_norm).clamp_min(1).reciprocal()
+    return (n / max_norm).clamp_min(1).reciprocal()
+
+
+def clip_norm(x: torch.Tensor, max_norm: float | torch.Tensor) -> torch.Tensor:
+    """x scaled onto the sphere of radius ``max_norm`` where |x| exceeds it, unchanged elsewhere:
+    a norm and one multiplication (a where() would take four passes)."""
+    return x * clip_factor(x.norm(dim=-1, keepdim=True), max_norm)
 
 
 def artanh(x: torch.Tensor, storage_dtype: torch.dtype) -> torch.Tensor:

@@ -30,6 +30,7 @@ from resnetbk.geometry.numerics import (
     as_curvature,
     asinhc,
     ball_eps,
+    clip_factor,
     clip_norm,
     norm,
     points_axis,
@@ -122,6 +123,35 @@ def _gap(x: torch.Tensor, c: Curvature) -> torch.Tensor:
     return 1 - c * x.pow(2).sum(-1, keepdim=True)
 
 
+def _read_rows(x: torch.Tensor, c: Curvature,
+               storage_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f, a): the read point is f x (see ``_read``) and a = 1 - c|f x|^2 its gap, both per row,
+    from one reduction over x (no full-size temporary)."""
+    sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).pow(2)
+    f = clip_factor(sq.sqrt(), read_radius(storage_dtype) / sqrt_c(c))
+    return f, 1 - c * (f * f) * sq
+
+
+def _mobius_add_rows(x: torch.Tensor, y: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor,
+                     gx: torch.Tensor, gy: torch.Tensor, c: Curvature) -> torch.Tensor:
+    """(fx x) ⊕ (fy y) for per-row factors fx, fy and the gaps gx, gy of fx x and fy y:
+    (a_x s + c|s|^2 fx x) / (a_x a_y + c|s|^2) with s = fx x + fy y, a = 1 - c|.|^2.
+
+    Algebraically equal to the textbook ((1 + 2c<x,y> + c|y|^2) x + (1 - c|x|^2) y) /
+    (1 + 2c<x,y> + c^2|x|^2|y|^2), but free of its cancellation: for y ~ -x near the boundary
+    the textbook denominator is a difference of O(1) terms equal to O(a^2), which loses
+    eps/a^2 relative; here every term is a product of small accurate factors (error eps/a).
+    Full-size work is two temporaries updated in place (their producers do not save them for
+    backward) and one norm: on the CPU the allocations, not the arithmetic, dominate.
+    """
+    s = x * fx
+    s.addcmul_(fy, y)
+    cs2 = c * torch.linalg.vector_norm(s, dim=-1, keepdim=True).pow(2)
+    den = gx * gy + cs2
+    out = s * (gx / den)
+    return out.addcmul_(x, cs2 * fx / den)
+
+
 def _mobius_add(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -129,35 +159,15 @@ def _mobius_add(
     gap_x: torch.Tensor | None = None,
     gap_y: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """x ⊕ y = (a_x s + c|s|^2 x) / (a_x a_y + c|s|^2) with s = x + y, a = 1 - c|.|^2.
-
-    Algebraically equal to the textbook ((1 + 2c<x,y> + c|y|^2) x + (1 - c|x|^2) y) /
-    (1 + 2c<x,y> + c^2|x|^2|y|^2), but free of its cancellation: for y ~ -x near the boundary
-    the textbook denominator is a difference of O(1) terms equal to O(a^2), which loses
-    eps/a^2 relative; here every term is a product of small accurate factors (error eps/a).
-    """
+    """x ⊕ y for read points (see ``_mobius_add_rows``)."""
+    one = torch.ones((), dtype=x.dtype, device=x.device)
     gx = _gap(x, c) if gap_x is None else gap_x
     gy = _gap(y, c) if gap_y is None else gap_y
-    s = x + y
-    cs2 = c * s.pow(2).sum(-1, keepdim=True)
-    return (gx * s + cs2 * x) / (gx * gy + cs2)
+    return _mobius_add_rows(x, y, one, one, gx, gy, c)
 
 
 def _lambda(x: torch.Tensor, c: Curvature) -> torch.Tensor:
     return 2 / _gap(x, c)
-
-
-def _expmap0(u: torch.Tensor, c: Curvature) -> torch.Tensor:
-    sc = sqrt_c(c)
-    un = norm(u)
-    # Scalar factor first: one pass over the full tensor instead of two.
-    return u * (torch.tanh(sc * un) / (sc * un))
-
-
-def _logmap0(y: torch.Tensor, c: Curvature, storage_dtype: torch.dtype) -> torch.Tensor:
-    sc = sqrt_c(c)
-    yn = norm(y)
-    return y * (artanh(sc * yn, storage_dtype) / (sc * yn))
 
 
 def _dist_arg(x: torch.Tensor, y: torch.Tensor, c: Curvature, gx: torch.Tensor,
@@ -223,8 +233,9 @@ def mobius_add(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tenso
     _validate(c, x=x, y=y)
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
-    xc, yc = _read(xc, cc, x.dtype), _read(yc, cc, x.dtype)
-    return _project(_mobius_add(xc, yc, cc), cc, x.dtype).to(x.dtype)
+    fx, gx = _read_rows(xc, cc, x.dtype)
+    fy, gy = _read_rows(yc, cc, x.dtype)
+    return _project(_mobius_add_rows(xc, yc, fx, fy, gx, gy, cc), cc, x.dtype).to(x.dtype)
 
 
 def mobius_sub(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
@@ -287,7 +298,11 @@ def expmap0(u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     check_curvature(c)
     (uc,) = upcast(u)
     cc = as_curvature(c, uc)
-    return _project(_expmap0(uc, cc), cc, u.dtype).to(u.dtype)
+    sc = sqrt_c(cc)
+    t = sc * norm(uc)
+    # The result's sqrt(c)|.| is tanh(t): projecting it is clamping tanh(t), so the whole map is
+    # one multiplication by a per-row factor.
+    return (uc * (torch.tanh(t).clamp_max(1 - ball_eps(u.dtype)) / t)).to(u.dtype)
 
 
 def logmap0(y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
@@ -295,7 +310,11 @@ def logmap0(y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     _validate(c, y=y)
     (yc,) = upcast(y)
     cc = as_curvature(c, yc)
-    return _logmap0(_read(yc, cc, y.dtype), cc, y.dtype).to(y.dtype)
+    sc = sqrt_c(cc)
+    t = sc * norm(yc)
+    # Reading the point (``_read``) clamps sqrt(c)|y| at the read radius.
+    z = t.clamp_max(read_radius(y.dtype))
+    return (yc * (artanh(z, y.dtype) / t)).to(y.dtype)
 
 
 def expmap(x: torch.Tensor, u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
@@ -306,13 +325,12 @@ def expmap(x: torch.Tensor, u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     _validate(c, ("u",), x=x, u=u)
     xc, uc = upcast(x, u)
     cc = as_curvature(c, xc)
-    xc = _read(xc, cc, x.dtype)
+    fx, gx = _read_rows(xc, cc, x.dtype)
     sc = sqrt_c(cc)
     un = norm(uc)
-    gx = _gap(xc, cc)
     t = sc * un / gx
-    w = uc * (torch.tanh(t) / (sc * un))
-    return _project(_mobius_add(xc, w, cc, gx, sech2(t)), cc, x.dtype).to(x.dtype)
+    out = _mobius_add_rows(xc, uc, fx, torch.tanh(t) / (sc * un), gx, sech2(t), cc)
+    return _project(out, cc, x.dtype).to(x.dtype)
 
 
 def logmap(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
