@@ -186,3 +186,13 @@ def test_boundary_gradients_are_finite_and_not_cut(gen: torch.Generator, dtype: 
     loss = L.dist(X, Y, c=c).float().sum() + L.logmap(X, Y, c=c).float().sum()
     loss.backward()
     assert bool(torch.isfinite(X.grad).all()) and bool(torch.isfinite(Y.grad).all())
+
+
+def test_minkowski_dot_backward(gen: torch.Generator) -> None:
+    """The custom backward of the one-pass Minkowski product used by lorentz.dist, including
+    second derivatives (its backward is made of differentiable ops)."""
+    x, y = (torch.randn(N, 3, D + 1, generator=gen, dtype=G.F64).requires_grad_()
+            for _ in range(2))
+    assert gradcheck(L._MinkowskiDot.apply, (x, y))
+    assert torch.autograd.gradgradcheck(L._MinkowskiDot.apply, (x, y))
+    torch.testing.assert_close(L._MinkowskiDot.apply(x, y), L.inner(x, y, keepdim=True))
