@@ -1,18 +1,28 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: info, the whole test suite (GPU tests included) and the
-# GPU benchmarks, with logs under $OUT. Uses the machine's torch; carry .whl (geoopt wheel,
-# the test oracle the GPU image lacks): see docs/PERFORMANCE.md.
+# GPU benchmarks, with logs under $OUT. Uses the machine's torch; carry .whl (wheels of the
+# test-only dependencies: geoopt, hypothesis, mpmath, scipy for Python 3.12): see README.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
+# Test-only dependencies the GPU image may lack, from wheels carried in .whl/ (the machine has
+# no network): install each one whose module does not import.
+mkdir -p /tmp/site
+for whl in .whl/*.whl; do
+  [ -e "$whl" ] || continue
+  dist=$(basename "$whl" | cut -d- -f1)
+  mod=$dist; [ "$dist" = attrs ] && mod=attr
+  if ! python3 -c "import $mod" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$whl"
+    echo "installed $dist from .whl"
+  fi
+done
+export PYTHONPATH=/tmp/site
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -m resnetbk.cli info | tee "$OUT/info.txt"
-python3 -m pytest -q -m "" -p no:cacheprovider 2>&1 | tee "$OUT/pytest.txt"
+# Default selection (slow tests excluded; GPU tests run here); extra pytest arguments pass through.
+python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$OUT/pytest.txt"
 status=${PIPESTATUS[0]}
 echo "pytest exit code: $status"
 exit "$status"

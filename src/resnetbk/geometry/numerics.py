@@ -105,6 +105,17 @@ def points_axis(x: torch.Tensor, dim: int) -> int:
     return d
 
 
+def accumulate(acc: torch.Tensor, t1: torch.Tensor, t2: torch.Tensor,
+               value: float = 1.0) -> torch.Tensor:
+    """acc + value * t1 * t2, in place when ``acc`` is a fresh temporary of the full broadcast
+    shape (saves a full-size allocation, which dominates elementwise work on the CPU), out of
+    place when t1 or t2 broadcast it to a larger shape. Only for an ``acc`` that no autograd
+    node saved (the output of a mul or of this function)."""
+    if acc.shape == torch.broadcast_shapes(acc.shape, t1.shape, t2.shape):
+        return acc.addcmul_(t1, t2, value=value)
+    return torch.addcmul(acc, t1, t2, value=value)
+
+
 def clip_factor(n: torch.Tensor, max_norm: float | torch.Tensor) -> torch.Tensor:
     """The factor min(1, max_norm / n) that scales a vector of norm n to at most ``max_norm``.
 

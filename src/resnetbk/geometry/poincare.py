@@ -26,6 +26,7 @@ from resnetbk.debug import (
     debug_enabled,
 )
 from resnetbk.geometry.numerics import (
+    accumulate,
     artanh,
     as_curvature,
     asinhc,
@@ -141,15 +142,15 @@ def _mobius_add_rows(x: torch.Tensor, y: torch.Tensor, fx: torch.Tensor, fy: tor
     (1 + 2c<x,y> + c^2|x|^2|y|^2), but free of its cancellation: for y ~ -x near the boundary
     the textbook denominator is a difference of O(1) terms equal to O(a^2), which loses
     eps/a^2 relative; here every term is a product of small accurate factors (error eps/a).
-    Full-size work is two temporaries updated in place (their producers do not save them for
-    backward) and one norm: on the CPU the allocations, not the arithmetic, dominate.
+    Full-size work is two temporaries, updated in place where shapes allow (``accumulate``),
+    and one norm: on the CPU the allocations, not the arithmetic, dominate.
     """
     s = x * fx
-    s.addcmul_(fy, y)
+    s = accumulate(s, fy, y)
     cs2 = c * torch.linalg.vector_norm(s, dim=-1, keepdim=True).pow(2)
     den = gx * gy + cs2
     out = s * (gx / den)
-    return out.addcmul_(x, cs2 * fx / den)
+    return accumulate(out, x, cs2 * fx / den)
 
 
 def _mobius_add(
@@ -170,12 +171,16 @@ def _lambda(x: torch.Tensor, c: Curvature) -> torch.Tensor:
     return 2 / _gap(x, c)
 
 
-def _dist_arg(x: torch.Tensor, y: torch.Tensor, c: Curvature, gx: torch.Tensor,
-              gy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y - x, z) with z = sinh(sqrt(c) d / 2) = sqrt(c)|y - x| / sqrt(a_x a_y)."""
-    delta = y - x
+def _dist_arg(x: torch.Tensor, y: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor,
+              gx: torch.Tensor, gy: torch.Tensor,
+              c: Curvature) -> tuple[torch.Tensor, torch.Tensor]:
+    """(delta, z) for the read points fx x, fy y (``_read_rows``) with gaps gx, gy:
+    delta = fy y - fx x and z = sinh(sqrt(c) d / 2) = sqrt(c)|delta| / sqrt(a_x a_y)."""
+    delta = y * fy
+    delta = accumulate(delta, x, fx, value=-1)
     # Unfloored norm: exactly 0 for x = y (torch gives |.| the subgradient 0 there).
-    return delta, sqrt_c(c) * delta.norm(dim=-1, keepdim=True) / torch.sqrt(gx * gy)
+    dn = torch.linalg.vector_norm(delta, dim=-1, keepdim=True)
+    return delta, sqrt_c(c) * dn / torch.sqrt(gx * gy)
 
 
 def _gyration(a: torch.Tensor, b: torch.Tensor, u: torch.Tensor, c: Curvature) -> torch.Tensor:
@@ -343,11 +348,14 @@ def logmap(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     _validate(c, x=x, y=y)
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
-    xc, yc = _read(xc, cc, x.dtype), _read(yc, cc, x.dtype)
-    gx, gy = _gap(xc, cc), _gap(yc, cc)
-    delta, z = _dist_arg(xc, yc, cc, gx, gy)
-    direction = gx * delta - cc * delta.pow(2).sum(-1, keepdim=True) * xc
-    out = asinhc(z) / (gy * torch.sqrt(1 + z * z)) * direction
+    fx, gx = _read_rows(xc, cc, x.dtype)
+    fy, gy = _read_rows(yc, cc, x.dtype)
+    delta, z = _dist_arg(xc, yc, fx, fy, gx, gy, cc)
+    # direction a_x delta - c|delta|^2 (fx x), scaled: two per-row coefficients, one temporary
+    scale = asinhc(z) / (gy * torch.sqrt(1 + z * z))
+    out = delta * (scale * gx)
+    # c|delta|^2 = z^2 a_x a_y
+    out = accumulate(out, xc, scale * (z * z * gx * gy) * fx, value=-1)
     return out.to(x.dtype)
 
 
@@ -361,8 +369,9 @@ def dist(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, keepdim: bool = Fals
     _validate(c, x=x, y=y)
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
-    xc, yc = _read(xc, cc, x.dtype), _read(yc, cc, x.dtype)
-    _, z = _dist_arg(xc, yc, cc, _gap(xc, cc), _gap(yc, cc))
+    fx, gx = _read_rows(xc, cc, x.dtype)
+    fy, gy = _read_rows(yc, cc, x.dtype)
+    _, z = _dist_arg(xc, yc, fx, fy, gx, gy, cc)
     out = 2 / sqrt_c(cc) * torch.asinh(z)
     return (out if keepdim else out.squeeze(-1)).to(x.dtype)
 
