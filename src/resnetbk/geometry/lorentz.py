@@ -33,7 +33,7 @@ from resnetbk.geometry.numerics import (
     arcosh,
     as_curvature,
     asinhc,
-    clip_norm,
+    clip_factor,
     inv_sinhc,
     max_rapidity,
     min_norm,
@@ -134,22 +134,31 @@ def _inner(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return uv[..., 1:].sum(-1, keepdim=True) - uv[..., :1]
 
 
-def _from_spatial(space: torch.Tensor, c: Curvature,
-                  storage_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The point (sqrt(1/c + |x_s|^2), x_s) with spatial part x_s.
+def _from_spatial(space: torch.Tensor, c: Curvature, storage_dtype: torch.dtype | None = None,
+                  scale: torch.Tensor | None = None) -> torch.Tensor:
+    """The point (sqrt(1/c + |s|^2), s) with spatial part s = ``scale`` * ``space`` (``scale``
+    per row, >= 0; default 1: folding a caller's factor in saves a full-size pass).
 
-    With ``storage_dtype``, x_s is first capped at sqrt(c)|x_s| <= sinh(MAX_RAPIDITY[dtype])
-    (and |x_s| <= finfo.max / 4), so that every coordinate, rounded to that dtype, is finite,
-    and rounded to that dtype, so that x_0 is computed from the x_s that will be stored: the
-    stored point then carries one rounding (of x_0) instead of two.
+    With ``storage_dtype``, s is first capped at sqrt(c)|s| <= sinh(MAX_RAPIDITY[dtype])
+    (and |s| <= finfo.max / 4), so that every coordinate, rounded to that dtype, is finite,
+    and for a narrower storage dtype rounded to it, so that x_0 is computed from the s that
+    will be stored: the stored point then carries one rounding (of x_0) instead of two.
     """
+    n = torch.linalg.vector_norm(space, dim=-1, keepdim=True)
+    if scale is not None:
+        n = n * scale
     if storage_dtype is not None:
         cap = math.sinh(max_rapidity(storage_dtype)) / sqrt_c(c)
         cap_finite = torch.finfo(storage_dtype).max / 4
         cap = cap.clamp_max(cap_finite) if isinstance(cap, torch.Tensor) else min(cap, cap_finite)
-        space = clip_norm(space, cap).to(storage_dtype).to(space.dtype)
-    time = torch.sqrt(1 / c + space.pow(2).sum(-1, keepdim=True))
-    return torch.cat([time, space], dim=-1)
+        f = clip_factor(n, cap)
+        scale, n = (f if scale is None else scale * f), n * f
+    if scale is not None:
+        space = space * scale
+    if storage_dtype is not None and storage_dtype != space.dtype:
+        space = space.to(storage_dtype).to(space.dtype)
+        n = torch.linalg.vector_norm(space, dim=-1, keepdim=True)
+    return torch.cat([torch.sqrt(1 / c + n * n), space], dim=-1)
 
 
 def _project(x: torch.Tensor, c: Curvature,
@@ -375,9 +384,7 @@ def expmap0(u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     v = uc[..., 1:]
     vn = euclidean_norm(v)
     theta = (sc * vn).clamp_max(max_rapidity(u.dtype))
-    space = sinhc(theta) * (theta / (sc * vn)) * v
-    zero = torch.zeros_like(uc[..., :1])
-    return _project(torch.cat([zero, space], -1), cc, u.dtype).to(u.dtype)
+    return _from_spatial(v, cc, u.dtype, sinhc(theta) * (theta / (sc * vn))).to(u.dtype)
 
 
 def logmap0(y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
