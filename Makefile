@@ -28,4 +28,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
 bench: $(STAMP)
-	$(PY) bench/geometry_cpu.py
+	$(PY) bench/geometry_cpu.py --write-docs

@@ -180,7 +180,7 @@ def test_state_dict_round_trip_continues_identically(
     fresh_opt.load_state_dict(saved["opt"])
     _train(fresh, fresh_opt, 6)
     _assert_same(model, fresh)
-    assert float(fresh.ball.c) == float(model.ball.c)
+    assert float(fresh.ball.c.detach()) == float(model.ball.c.detach())
     for p, q in zip(model.parameters(), fresh.parameters(), strict=True):
         for key, value in opt.state[p].items():
             torch.testing.assert_close(fresh_opt.state[q][key], value, atol=0, rtol=0)
