@@ -256,13 +256,13 @@ def mobius_scalar_mul(r: float | torch.Tensor, x: torch.Tensor, *, c: Curvature)
     _validate(c, x=x)
     (xc,) = upcast(x)
     cc = as_curvature(c, xc)
-    xc = _read(xc, cc, x.dtype)
     if isinstance(r, torch.Tensor):
         r = r.to(xc.dtype)
-    sc = sqrt_c(cc)
-    xn = norm(xc)
-    out = xc * (torch.tanh(r * artanh(sc * xn, x.dtype)) / (sc * xn))
-    return _project(out, cc, x.dtype).to(x.dtype)
+    t = sqrt_c(cc) * norm(xc)
+    # One per-row factor: reading the point clamps t, projecting the result clamps the tanh.
+    bound = 1 - ball_eps(x.dtype)
+    th = torch.tanh(r * artanh(t.clamp_max(read_radius(x.dtype)), x.dtype))
+    return (xc * (th.clamp(-bound, bound) / t)).to(x.dtype)
 
 
 def mobius_matvec(m: torch.Tensor, x: torch.Tensor, *, c: Curvature) -> torch.Tensor:
@@ -279,13 +279,14 @@ def mobius_matvec(m: torch.Tensor, x: torch.Tensor, *, c: Curvature) -> torch.Te
         )
     xc, mc = upcast(x, m)
     cc = as_curvature(c, xc)
-    xc = _read(xc, cc, x.dtype)
     sc = sqrt_c(cc)
     mx = xc @ mc.transpose(-1, -2)
     xn = norm(xc)
     mxn = norm(mx)
-    out = mx * (torch.tanh(mxn / xn * artanh(sc * xn, x.dtype)) / (mxn * sc))
-    return _project(out, cc, x.dtype).to(x.dtype)
+    # Reading x scales x and Mx alike (|Mx|/|x| is unchanged) and clamps sqrt(c)|x|; projecting
+    # the result clamps the tanh: one per-row factor on the GEMM output.
+    th = torch.tanh(mxn / xn * artanh((sc * xn).clamp_max(read_radius(x.dtype)), x.dtype))
+    return (mx * (th.clamp_max(1 - ball_eps(x.dtype)) / (mxn * sc))).to(x.dtype)
 
 
 def gyration(a: torch.Tensor, b: torch.Tensor, u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
