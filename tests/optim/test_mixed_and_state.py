@@ -214,7 +214,7 @@ def test_deepcopy_of_optimizer_and_model(
         torch.testing.assert_close(p3, p, atol=0, rtol=0)
         if isinstance(p, ManifoldParameter):
             assert type(p3.manifold) is type(p.manifold) and p3.manifold is not p.manifold
-            assert float(p3.manifold.log_c) == float(p.manifold.log_c)
+            assert float(p3.manifold.log_c.detach()) == float(p.manifold.log_c.detach())
         for key, value in opt.state[p].items():
             assert opt3.state[p3][key] is not value
             torch.testing.assert_close(opt3.state[p3][key], value, atol=0, rtol=0)
