@@ -2,6 +2,7 @@
 operators (Toeplitz, semiseparable). See docs/BK.md."""
 
 from resnetbk.bk.green import causal_green, resolvent_diag
+from resnetbk.bk.green_table import GreenTable
 from resnetbk.bk.semiseparable import semiseparable_matvec, semiseparable_to_dense
 from resnetbk.bk.toeplitz import (
     ToeplitzCGResult,
@@ -15,6 +16,7 @@ from resnetbk.bk.toeplitz import (
 )
 
 __all__ = [
+    "GreenTable",
     "ToeplitzCGResult",
     "ToeplitzConvergenceError",
     "block_toeplitz_matvec",
