@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resnetbk.bk import causal_green, resolvent_diag
+from resnetbk.bk import causal_green, green, resolvent_diag
 from resnetbk.bk.green import _chunk_length, causal_green_reference
 
 F64, C128 = torch.float64, torch.complex128
@@ -311,7 +311,10 @@ def test_bad_inputs_raise_value_error() -> None:
             with pytest.raises(ValueError, match=msg):
                 causal_green(**args, backend=backend)
     with pytest.raises(ValueError, match="backend must be"):
-        causal_green(a, k, z, backend="triton")
+        causal_green(a, k, z, backend="cuda-graphs")  # no such backend
+    if "triton" in green._BACKENDS and not a.is_cuda:
+        with pytest.raises(ValueError, match="runs on CUDA"):
+            causal_green(a, k, z, backend="triton")
 
 
 def test_resolvent_bad_inputs_raise_value_error() -> None:

@@ -25,6 +25,7 @@ and, through ``_BACKENDS``, any later kernel with the same forward/backward cont
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from typing import Any
@@ -303,6 +304,25 @@ def _backward_torch(
 _BACKENDS: dict[str, tuple[Forward, Backward]] = {"torch": (_forward_torch, _backward_torch)}
 
 
+def _forward_triton(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    # Imported on first use: importing triton costs ~1 s and must not be needed on CPU.
+    from resnetbk.bk.causal_green_triton import forward
+
+    return forward(a, k, z)
+
+
+def _backward_triton(
+    a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, g: torch.Tensor, grad_g: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from resnetbk.bk.causal_green_triton import backward
+
+    return backward(a, k, z, g, grad_g)
+
+
+if importlib.util.find_spec("triton") is not None:
+    _BACKENDS["triton"] = (_forward_triton, _backward_triton)
+
+
 class _CausalGreen(torch.autograd.Function):
     """Broadcasts to (M, N) / (M, 1), runs a backend, saves only inputs and G."""
 
@@ -355,8 +375,10 @@ def causal_green(
         z: energy with ``Im z > 0``: a Python complex, or a tensor of the matching complex
             dtype (complex64 for float32) with last dimension 1 (one energy per channel, e.g.
             (C, 1) against (B, C, N)) or 0-dim.
-        backend: ``"auto"`` (= ``"torch"``), ``"torch"`` (chunked O(N) scan with exact adjoint
-            backward), ``"reference"`` (float64 loop, cast back; slow).
+        backend: ``"auto"`` (``"triton"`` for CUDA tensors when triton is installed, else
+            ``"torch"``), ``"torch"`` (chunked O(N) scan with exact adjoint backward),
+            ``"triton"`` (row-parallel kernels, CUDA; ``bk/causal_green_triton.py``),
+            ``"reference"`` (float64 loop, cast back; slow).
 
     Returns:
         Complex tensor of shape broadcast(a, k, z)[..., N], dtype complex64/complex128.
@@ -374,7 +396,8 @@ def causal_green(
     problem's float32 conditioning (|dG/da| reaches 1/Im z^2), not the scan's.
     """
     if backend == "auto":
-        backend = "torch"
+        on_cuda = isinstance(a, torch.Tensor) and a.is_cuda
+        backend = "triton" if on_cuda and "triton" in _BACKENDS else "torch"
     if backend == "reference":
         a, k, zt, _ = _validate_causal(a, k, z)
         return causal_green_reference(a, k, zt).to(zt.dtype)
