@@ -25,4 +25,10 @@ python3 -m resnetbk.cli info | tee "$OUT/info.txt"
 python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$OUT/pytest.txt"
 status=${PIPESTATUS[0]}
 echo "pytest exit code: $status"
+# GPU benchmarks (each writes bench/results/<name>_<gpu>.json); logs and results go to $OUT.
+for bench in bench/bk_gpu.py bench/green_table.py; do
+  echo "== $bench" | tee -a "$OUT/bench.txt"
+  python3 "$bench" 2>&1 | tee -a "$OUT/bench.txt"
+done
+cp bench/results/bk_gpu_* bench/results/green_table_* "$OUT/" 2>/dev/null
 exit "$status"

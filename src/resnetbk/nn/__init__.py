@@ -5,12 +5,14 @@ hyperbolic, HyboNet): ``LorentzLinear``. Both: ``HyperbolicEmbedding``. Each lay
 manifold object (``layer.manifold``), so a learnable curvature is a parameter of the layer.
 """
 
+from resnetbk.nn.bk_mixer import BKMixer
 from resnetbk.nn.embedding import HyperbolicEmbedding
 from resnetbk.nn.lorentz import LorentzLinear
 from resnetbk.nn.parameter import ManifoldParameter
 from resnetbk.nn.poincare import PoincareLinear, PoincareMLR
 
 __all__ = [
+    "BKMixer",
     "HyperbolicEmbedding",
     "LorentzLinear",
     "ManifoldParameter",
