@@ -22,8 +22,27 @@ def test_info_reports_versions_device_and_backends(capsys: pytest.CaptureFixture
         assert "no CUDA device" in out
     backend_lines = [line for line in out.splitlines() if line.startswith("  ")]
     assert backend_lines, "no backend table"
-    # No fused kernels exist yet: every op must say it runs the torch reference.
-    assert all(" torch " in line for line in backend_lines)
+    rows = {line.split()[0]: line.split()[1] for line in backend_lines}
+    # No fused geometry kernels exist yet: every geometry op must say it runs the reference.
+    assert all(b == "torch" for op, b in rows.items() if op.startswith(("poincare", "lorentz")))
+    # BK ops name the backend their dispatch really picks for a tensor of this machine.
+    from resnetbk.bk import GreenTable, causal_green, green
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    picked = []
+    real = green._BACKENDS.copy()
+    for name, (fwd, bwd) in real.items():
+        green._BACKENDS[name] = (lambda *a, n=name, f=fwd: (picked.append(n), f(*a))[1], bwd)
+    try:
+        causal_green(torch.zeros(1, 4, device=device), torch.zeros(1, 4, device=device), 1j)
+    finally:
+        green._BACKENDS.update(real)
+    assert rows["bk.causal_green"] == picked[0]
+    import importlib.util
+
+    has_triton = importlib.util.find_spec("triton") is not None
+    assert rows["bk.GreenTable"] == ("triton" if device == "cuda" and has_triton else "torch")
+    assert GreenTable.heat(1.0)(torch.zeros(3, device=device)).shape == (3,)
 
 
 def test_help_lists_commands() -> None:

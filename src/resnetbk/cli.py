@@ -26,8 +26,13 @@ def _package_version(name: str) -> str:
 
 
 def _backend_table() -> list[tuple[str, str, str]]:
-    """(op, backend, why) for every geometry op: all run on the torch reference today."""
-    if torch.cuda.is_available():
+    """(op, backend, why) for the ops that have or will have fused kernels, as dispatched on
+    this machine (CUDA tensors on CUDA machines; CPU tensors otherwise)."""
+    from resnetbk.bk import green
+
+    cuda = torch.cuda.is_available()
+    triton = importlib.util.find_spec("triton") is not None
+    if cuda:
         why = "no fused Triton kernel exists yet for this op; runs as torch ops on CUDA"
     else:
         why = "CPU tensors always use the exact torch reference"
@@ -35,7 +40,18 @@ def _backend_table() -> list[tuple[str, str, str]]:
         "poincare.mobius_add", "poincare.mobius_matvec", "poincare.expmap0", "poincare.logmap0",
         "poincare.dist", "lorentz.dist", "lorentz.cdist", "lorentz.expmap0", "lorentz.logmap0",
     )
-    return [(op, "torch", why) for op in ops]
+    rows = [(op, "torch", why) for op in ops]
+    if cuda and "triton" in green._BACKENDS:
+        rows.append(("bk.causal_green", "triton", "row-parallel Triton scan and adjoint kernels"))
+    else:
+        rows.append(("bk.causal_green", "torch", "chunked torch scan (" + (
+            "triton not installed)" if cuda else "CPU tensors)")))
+    if cuda and triton:
+        rows.append(("bk.GreenTable", "triton", "Triton gather + lerp (float32/half)"))
+    else:
+        rows.append(("bk.GreenTable", "torch", "torch gather + lerp (" + (
+            "triton not installed)" if cuda else "CPU tensors)")))
+    return rows
 
 
 def cmd_info(args: argparse.Namespace) -> int:
