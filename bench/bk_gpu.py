@@ -1,22 +1,30 @@
 """GPU benchmark of BK-Core's causal Green's function: Triton backend vs torch backend.
 
-All on one CUDA device, float32 inputs (complex64 G), one energy per channel:
+All on one CUDA device, float32 inputs (complex64 G), one energy per channel. The Triton
+backend appears three times: ``triton`` (its dispatcher, ``variant="auto"``: what
+``causal_green`` runs), ``triton_row`` (row-parallel kernels forced) and ``triton_chunked``
+(chunked, parallel-over-N kernels forced, default chunk length).
 
 1. **Headline** (M = 4096 channels x N = 8192): the backend functions themselves
-   (``forward(a, k, z)``, ``backward(a, k, z, G, grad_G)``) for ``triton`` and ``torch``, and
-   the public ``causal_green`` with autograd (adds input validation: two reductions and a device
-   sync). Bytes moved (the minimum for the contract):
+   (``forward(a, k, z)``, ``backward(a, k, z, G, grad_G)``), and the public ``causal_green``
+   with autograd for the registered backends (adds input validation: two reductions and a
+   device sync). Ideal bytes (the minimum for the contract; ``GBps``, ``pct_of_copy``):
      forward  reads a, k (4 B each), writes G (8 B)                              = 16 B/elem
      backward reads k (4 B), G (8 B), grad_G (8 B), writes grad_a, grad_k (4 B each) = 28 B/elem
-   (a and z are not read by the backward; grad_z is M values). GB/s = bytes / time, compared
-   with the measured copy bandwidth ``torch.empty_like(x).copy_(x)`` of a tensor whose read +
-   write equals the kernel's bytes.
-2. **Launch-configuration sweep** of the Triton kernels (BLOCK_M, BLOCK_N, num_warps) at the
-   headline size: the defaults in ``causal_green_triton._launch_config`` were chosen by
-   reasoning, not measurement; this records the data to choose them.
+   (a and z are not read by the backward; grad_z is M values). The chunked variant reads its
+   inputs twice (pass 1: chunk maps, pass 3: the recurrence), so it moves 24 B (forward) and
+   48 B (backward) per element (``*_moved`` keys; the per-chunk maps and boundary values,
+   1/L of that, are left out). GB/s = bytes / time, compared with the measured copy bandwidth
+   ``torch.empty_like(x).copy_(x)`` of a tensor whose read + write equals 16 B/elem.
+2. **Launch-configuration sweeps** at the headline size: the row-parallel kernels over
+   (BLOCK_M, BLOCK_N, num_warps); the chunked ones over the chunk length (default launch
+   configuration) and over (BLOCK_M, BLOCK_N, num_warps) at the default chunk length. The
+   defaults in ``causal_green_triton`` (``_launch_config``, ``CHUNK``) are to be set from them.
 3. **Time vs N at fixed M x N = 2^25** (N = 1K ... 1M, M = 2^25 / N = 32768 ... 32): the
-   row-parallel kernel needs rows to fill the GPU, so it slows down as M shrinks; the torch
-   backend's chunked scan launches O(sqrt N) ops.
+   row-parallel kernel needs rows to fill the GPU, so it slows down as M shrinks; the chunked
+   one splits N over programs; the dispatcher (``triton``) should follow the faster of the two
+   (``CHUNKED_MIN_N``, ``CHUNKED_MAX_M`` are to be set from this); the torch backend's chunked
+   scan launches O(sqrt N) ops.
 4. **Peers at M = 4096, N = 4096**: the float64 sequential loop (``causal_green_reference``: N
    steps of a few tiny launches each) and a dense inverse (``torch.linalg.inv`` of ONE (N, N)
    complex64 matrix H - z, times M: extrapolated, and it yields only the non-causal diagonal,
@@ -25,7 +33,8 @@ All on one CUDA device, float32 inputs (complex64 G), one energy per channel:
 Timing: CUDA events around each call, warm-up calls first, median over ``reps`` calls (>= 20;
 fewer only for entries slower than 50 ms per call, recorded as ``reps`` in the JSON). Results:
 ``bench/results/bk_gpu_<gpu>.json`` and, when matplotlib is installed,
-``bench/results/bk_gpu_time_vs_n.png``. The whole run takes about 1-2 minutes on an H200.
+``bench/results/bk_gpu_time_vs_n.png``. The whole run is expected to take about 2-3 minutes
+on an H200 (mostly compiling the kernels of each configuration).
 
 Usage:
     python bench/bk_gpu.py            # CUDA: full run
@@ -44,6 +53,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -53,10 +63,17 @@ RESULTS = ROOT / "bench" / "results"
 M_HEAD, N_HEAD = 4096, 8192
 FIXED_ELEMS = 2**25
 SWEEP_N = [2**p for p in range(10, 21)]  # 1K ... 1M
+FIXED_M = 256  # rows of the fixed-M sweep (time linear in N)
 FWD_BYTES, BWD_BYTES = 16, 28  # per element, see the module docstring
+# Bytes actually moved by the chunked variant (inputs read twice), see the module docstring.
+MOVED_BYTES = {"triton_chunked": (24, 48)}
 SLOW_CALL_S = 0.05
 # (BLOCK_M, BLOCK_N, num_warps) tried at the headline size; the first is the default.
 CONFIGS = [(8, 16, 1), (16, 16, 1), (32, 16, 1), (8, 32, 1), (16, 8, 1), (32, 4, 1), (32, 16, 4)]
+# Chunked variant: chunk lengths (default launch configuration), then launch configurations at
+# the default chunk length (each costs a compile of 4 kernels, hence fewer than above).
+CHUNKS = [32, 64, 128, 256, 512]
+CHUNKED_CONFIGS = [(8, 16, 1), (16, 16, 1), (8, 32, 1), (32, 16, 4)]
 
 
 def git_rev() -> str:
@@ -114,15 +131,17 @@ def quick_smoke() -> None:
     from resnetbk.bk.green import _backward_torch, _forward_torch
 
     a, k, z, gg = inputs(5, 37, device)
-    g = tri.forward(a, k, z)
-    err = float((g - _forward_torch(a, k, z)).abs().max() * z.imag.min())
-    grads = tri.backward(a, k, z, g, gg)
-    want = _backward_torch(a, k, z, g, gg)
-    gerr = max(float((x - y).abs().max() / y.abs().max()) for x, y in zip(grads, want, strict=True))
-    print(f"quick smoke on {device} (interpreted={tri._INTERPRETED}): forward error * Im z "
-          f"{err:.2e}, gradient relative error {gerr:.2e}")
-    if not (err < 1e-4 and gerr < 1e-4):
-        raise SystemExit("quick smoke: triton and torch backends disagree")
+    for opts in ({"variant": "row"}, {"variant": "chunked", "chunk": 16}):
+        g = tri.forward(a, k, z, **opts)
+        err = float((g - _forward_torch(a, k, z)).abs().max() * z.imag.min())
+        grads = tri.backward(a, k, z, g, gg, **opts)
+        want = _backward_torch(a, k, z, g, gg)
+        gerr = max(float((x - y).abs().max() / y.abs().max())
+                   for x, y in zip(grads, want, strict=True))
+        print(f"quick smoke {opts} on {device} (interpreted={tri._INTERPRETED}): forward "
+              f"error * Im z {err:.2e}, gradient relative error {gerr:.2e}")
+        if not (err < 1e-4 and gerr < 1e-4):
+            raise SystemExit(f"quick smoke {opts}: triton and torch backends disagree")
 
 
 Backends = dict[str, tuple[Callable[..., torch.Tensor], Callable[..., tuple]]]
@@ -131,6 +150,7 @@ Backends = dict[str, tuple[Callable[..., torch.Tensor], Callable[..., tuple]]]
 def bench_headline(backends: Backends) -> dict[str, object]:
     """Backend functions and the public entry point at M = 4096, N = 8192."""
     from resnetbk.bk import causal_green
+    from resnetbk.bk.green import _BACKENDS
 
     m, n = M_HEAD, N_HEAD
     a, k, z, gg = inputs(m, n, "cuda")
@@ -140,16 +160,21 @@ def bench_headline(backends: Backends) -> dict[str, object]:
         g = fwd(a, k, z)
         t_f, r_f = cuda_time(lambda fwd=fwd: fwd(a, k, z))
         t_b, r_b = cuda_time(lambda bwd=bwd, g=g: bwd(a, k, z, g, gg))
-        for what, sec, reps, nbytes in (
-            ("forward", t_f, r_f, FWD_BYTES), ("backward", t_b, r_b, BWD_BYTES),
-            ("forward+backward", t_f + t_b, min(r_f, r_b), FWD_BYTES + BWD_BYTES),
+        f_moved, b_moved = MOVED_BYTES.get(name, (FWD_BYTES, BWD_BYTES))
+        for what, sec, reps, nbytes, moved in (
+            ("forward", t_f, r_f, FWD_BYTES, f_moved), ("backward", t_b, r_b, BWD_BYTES, b_moved),
+            ("forward+backward", t_f + t_b, min(r_f, r_b), FWD_BYTES + BWD_BYTES,
+             f_moved + b_moved),
         ):
             gbps = nbytes * m * n / sec / 1e9
+            gbps_moved = moved * m * n / sec / 1e9
             rows.append({"backend": name, "what": what, "ms": sec * 1e3, "reps": reps,
-                         "GBps": gbps, "pct_of_copy": 100 * gbps * 1e9 / copy_bw})
+                         "GBps": gbps, "pct_of_copy": 100 * gbps * 1e9 / copy_bw,
+                         "bytes_per_elem_moved": moved, "GBps_moved": gbps_moved,
+                         "pct_of_copy_moved": 100 * gbps_moved * 1e9 / copy_bw})
     # The public entry point with autograd: adds validation (two reductions, a device sync),
     # autograd bookkeeping and the loss's elementwise backward.
-    for name in backends:
+    for name in [name for name in backends if name in _BACKENDS]:
         xs = [x.clone().requires_grad_() for x in (a, k, z)]
 
         def step(name: str = name, xs: list[torch.Tensor] = xs) -> None:
@@ -161,28 +186,33 @@ def bench_headline(backends: Backends) -> dict[str, object]:
                      "ms": sec * 1e3, "reps": reps})
     print(f"copy bandwidth {copy_bw / 1e9:.0f} GB/s")
     for row in rows:
-        extra = (f"{row['GBps']:7.0f} GB/s {row['pct_of_copy']:5.1f}% of copy"
+        extra = (f"{row['GBps']:7.0f} GB/s {row['pct_of_copy']:5.1f}% of copy (moved: "
+                 f"{row['GBps_moved']:5.0f} GB/s {row['pct_of_copy_moved']:5.1f}%)"
                  if "GBps" in row else "")
-        print(f"{row['backend']:7s} {row['what']:45s} {row['ms']:9.3f} ms {extra}")
+        print(f"{row['backend']:14s} {row['what']:45s} {row['ms']:9.3f} ms {extra}")
     return {"M": m, "N": n, "copy_GBps": copy_bw / 1e9, "rows": rows}
 
 
-def bench_configs() -> dict[str, object]:
-    """The Triton kernels under each launch configuration at the headline size."""
+def bench_configs(variant: str, cfgs: list[dict[str, int]]) -> dict[str, object]:
+    """The Triton kernels of one variant under each launch option set at the headline size."""
     from resnetbk.bk import causal_green_triton as tri
 
     m, n = M_HEAD, N_HEAD
     a, k, z, gg = inputs(m, n, "cuda")
     g = tri.forward(a, k, z)
     rows = []
-    for bm, bn, warps in CONFIGS:
-        cfg = {"block_m": bm, "block_n": bn, "num_warps": warps}
-        t_f, _ = cuda_time(lambda cfg=cfg: tri.forward(a, k, z, **cfg))
-        t_b, _ = cuda_time(lambda cfg=cfg: tri.backward(a, k, z, g, gg, **cfg))
+    for cfg in cfgs:
+        t_f, _ = cuda_time(lambda cfg=cfg: tri.forward(a, k, z, variant=variant, **cfg))
+        t_b, _ = cuda_time(lambda cfg=cfg: tri.backward(a, k, z, g, gg, variant=variant, **cfg))
         rows.append(cfg | {"forward_ms": t_f * 1e3, "backward_ms": t_b * 1e3})
-        print(f"config {bm:3d} x {bn:3d}, {warps} warp(s): forward {t_f * 1e3:.3f} ms, "
-              f"backward {t_b * 1e3:.3f} ms")
-    return {"M": m, "N": n, "rows": rows}
+        print(f"{variant} {cfg}: forward {t_f * 1e3:.3f} ms "
+              f"({FWD_BYTES * m * n / t_f / 1e9:.0f} GB/s ideal), backward {t_b * 1e3:.3f} ms "
+              f"({BWD_BYTES * m * n / t_b / 1e9:.0f} GB/s ideal)")
+    return {"M": m, "N": n, "variant": variant, "rows": rows}
+
+
+def _launch(bm: int, bn: int, warps: int) -> dict[str, int]:
+    return {"block_m": bm, "block_n": bn, "num_warps": warps}
 
 
 def bench_vs_n(backends: Backends) -> list[dict[str, float]]:
@@ -203,6 +233,21 @@ def bench_vs_n(backends: Backends) -> list[dict[str, float]]:
         rows.append(row)
         print(f"M {m:6d} N {n:8d}: " + ", ".join(
             f"{key} {val:.3f}" for key, val in row.items() if key.endswith("_ms")))
+    return rows
+
+
+def bench_fixed_m(fwd: Callable, bwd: Callable) -> list[dict[str, float]]:
+    """Forward and backward time of the dispatcher at M = FIXED_M for N = 1K ... 1M."""
+    rows = []
+    for n in SWEEP_N:
+        a, k, z, gg = inputs(FIXED_M, n, "cuda")
+        g = fwd(a, k, z)
+        row = {"M": FIXED_M, "N": n,
+               "forward_ms": 1e3 * cuda_time(partial(fwd, a, k, z))[0],
+               "backward_ms": 1e3 * cuda_time(partial(bwd, a, k, z, g, gg))[0]}
+        rows.append(row)
+        print(f"M {FIXED_M} N {n:8d}: forward {row['forward_ms']:.3f} ms, "
+              f"backward {row['backward_ms']:.3f} ms")
     return rows
 
 
@@ -251,7 +296,11 @@ def main() -> None:
     t_start = time.perf_counter()
     gpu = torch.cuda.get_device_name()
     backends: Backends = {
-        "triton": (tri.forward, tri.backward), "torch": (_forward_torch, _backward_torch),
+        "triton": (tri.forward, tri.backward),
+        "triton_row": (partial(tri.forward, variant="row"), partial(tri.backward, variant="row")),
+        "triton_chunked": (partial(tri.forward, variant="chunked"),
+                           partial(tri.backward, variant="chunked")),
+        "torch": (_forward_torch, _backward_torch),
     }
     result: dict[str, object] = {
         "gpu": gpu, "torch": torch.__version__, "triton": triton.__version__,
@@ -259,11 +308,19 @@ def main() -> None:
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "bytes_per_elem": {"forward": FWD_BYTES, "backward": BWD_BYTES},
         "timing": "CUDA events, 2 warm-up calls, median of 20 (5 when a call exceeds 50 ms)",
+        "variants": "triton = dispatcher (variant='auto'), triton_row / triton_chunked forced",
+        "dispatcher": {"chunk": tri.CHUNK, "chunked_min_n": tri.CHUNKED_MIN_N,
+                       "chunked_max_m": tri.CHUNKED_MAX_M},
         "headline": bench_headline(backends),
-        "config_sweep": bench_configs(),
+        "config_sweep": bench_configs("row", [_launch(*cfg) for cfg in CONFIGS]),
+        "chunk_sweep": bench_configs("chunked", [{"chunk": c} for c in CHUNKS]),
+        "chunked_config_sweep": bench_configs(
+            "chunked", [_launch(*cfg) for cfg in CHUNKED_CONFIGS]),
     }
     vs_n = bench_vs_n(backends)
     result["time_vs_n"] = {"fixed": "M x N = 2^25", "rows": vs_n}
+    fixed_m = bench_fixed_m(*backends["triton"])
+    result["time_vs_n_fixed_m"] = {"fixed": f"M = {FIXED_M}", "rows": fixed_m}
     result["peers"] = bench_peers()
     result["wall_s"] = time.perf_counter() - t_start
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -271,11 +328,11 @@ def main() -> None:
     path = RESULTS / f"bk_gpu_{slug}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path} ({result['wall_s']:.0f} s)")
-    plot(vs_n, gpu)
+    plot(vs_n, fixed_m, gpu)
 
 
-def plot(rows: list[dict[str, float]], gpu: str) -> None:
-    """Time vs N (log-log) for both backends, if matplotlib is installed."""
+def plot(rows: list[dict[str, float]], fixed_m: list[dict[str, float]], gpu: str) -> None:
+    """Time vs N (log-log): at fixed M x N (all variants) and at fixed M (dispatcher)."""
     if importlib.util.find_spec("matplotlib") is None:
         print("matplotlib not installed: no plot")
         return
@@ -285,15 +342,30 @@ def plot(rows: list[dict[str, float]], gpu: str) -> None:
     import matplotlib.pyplot as plt
 
     ns = [r["N"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for key, style in (("triton_forward_ms", "o-"), ("triton_backward_ms", "o--"),
+    fig, (ax, ax_m) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for key, style in (("triton_row_forward_ms", "o-"), ("triton_row_backward_ms", "o--"),
+                       ("triton_chunked_forward_ms", "^-"),
+                       ("triton_chunked_backward_ms", "^--"),
+                       ("triton_forward_ms", "kx"), ("triton_backward_ms", "k+"),
                        ("torch_forward_ms", "s-"), ("torch_backward_ms", "s--")):
-        ax.loglog(ns, [r[key] for r in rows], style, label=key.removesuffix("_ms"))
+        label = key.removesuffix("_ms").replace("triton_f", "dispatcher f").replace(
+            "triton_b", "dispatcher b")
+        ax.loglog(ns, [r[key] for r in rows], style, label=label)
     ax.set_xlabel("N (positions); M = 2^25 / N rows")
     ax.set_ylabel("time per call (ms)")
     ax.set_title(f"causal_green, float32, M x N = 2^25, {gpu}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
+    ns_m = [r["N"] for r in fixed_m]
+    for key, style in (("forward_ms", "kx-"), ("backward_ms", "k+--")):
+        ax_m.loglog(ns_m, [r[key] for r in fixed_m], style, label=f"dispatcher {key[:-3]}")
+    # Linear-in-N guide through the largest N.
+    last = fixed_m[-1]["forward_ms"]
+    ax_m.loglog(ns_m, [last * n / ns_m[-1] for n in ns_m], ":", color="gray", label="slope 1")
+    ax_m.set_xlabel(f"N (positions); M = {FIXED_M} rows")
+    ax_m.set_title(f"causal_green, float32, fixed M = {FIXED_M}")
+    ax_m.grid(True, which="both", alpha=0.3)
+    ax_m.legend()
     out = RESULTS / "bk_gpu_time_vs_n.png"
     fig.savefig(out, dpi=120, bbox_inches="tight")
     print(f"wrote {out}")

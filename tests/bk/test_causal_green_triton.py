@@ -7,8 +7,12 @@ variable inside this pytest process would depend on import order and would also 
 other Triton kernel of the process (GPU tests included) into interpreted code. The worker runs
 every check once and prints the measured errors as JSON; the tests below assert on them.
 
-GPU (``-m gpu``, run on the H200): the compiled kernels against the torch backend in float64 at
-M = 4096, N = 8192 and at small odd sizes, and ``backend="auto"`` choosing triton on CUDA.
+Both variants are checked: row-parallel (parts "f64", "f32", "misc") and chunked (part
+"chunked", forced with ``variant="chunked"`` and short chunks so that small N has several).
+
+GPU (``-m gpu``, run on the H200): the compiled kernels of both variants against the torch
+backend in float64 at M = 4096, N = 8192, at small M with long N (8 x 2^17) and at small odd
+sizes, and ``backend="auto"`` choosing triton on CUDA.
 """
 
 from __future__ import annotations
@@ -36,10 +40,14 @@ F64, C128 = torch.float64, torch.complex128
 # (M, N) for the interpreter checks: M = 9 is not a multiple of BLOCK_M = 8, N = 37 and 130
 # are not multiples of BLOCK_N = 16, N = 1 is a single step.
 SIZES = [(3, 1), (9, 37), (2, 130)]
+# (M, N, chunk length) for the chunked variant: N = 1; N < L (one chunk: passes 1-2 skipped);
+# M = 9 over 4 chunks of 8, the last partial (BLOCK_N = 8, two row blocks); N = 37 not a
+# multiple of L = 16 (3 chunks, BLOCK_N = 16). The last size also runs in float32.
+CHUNK_SIZES = [(3, 1, 16), (4, 10, 16), (9, 26, 8), (5, 37, 16)]
 F64_TOL = 1e-10  # relative, as for the torch backend (docs/BK.md "Accuracy")
 F32_GRAD_TOL = 1e-3  # float32 gradients vs float64, relative to the largest (docs/BK.md)
 WORKER_TIMEOUT_S = 300
-PARTS = ("f64", "f32", "misc")
+PARTS = ("f64", "f32", "misc", "chunked")
 
 
 def _load_green_tests() -> ModuleType:
@@ -78,6 +86,8 @@ def _interpreter_checks(part: str, seed: int) -> dict[str, Any]:
 
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, Any] = {f"interpreted_{part}": tri._INTERPRETED}
+    if part == "chunked":
+        return out | _chunked_checks(tri, gen)
     # float32 skips the longest size: the adversarial float32 chains below cover N > 37.
     sizes = {"f64": SIZES, "f32": SIZES[:2], "misc": []}[part]
     for m, n in sizes:
@@ -85,26 +95,22 @@ def _interpreter_checks(part: str, seed: int) -> dict[str, Any]:
         z = GT.energies(gen, (m, 1), im_min=1e-2)
         gg = torch.complex(*torch.randn(2, m, n, generator=gen, dtype=F64))
         if part == "f64":  # against the torch backend and the sequential loop
-            g = tri.forward(a, k, z)
+            g = tri.forward(a, k, z, variant="row")
             out[f"f64_fwd_vs_torch_{m}x{n}"] = _rel(g, _forward_torch(a, k, z))
             out[f"f64_fwd_vs_reference_{m}x{n}"] = _rel(g, causal_green_reference(a, k, z))
-            grads = tri.backward(a, k, z, g, gg)
-            for name, mine, want in zip(
-                ("a", "k", "z"), grads, _grads64(a, k, z, gg), strict=True
-            ):
-                out[f"f64_grad_{name}_{m}x{n}"] = _rel(mine, want)
-            out[f"f64_last_grad_k_is_zero_{m}x{n}"] = bool((grads[1][:, -1] == 0).all())
+            _f64_grads(out, "f64", f"{m}x{n}", tri.backward(a, k, z, g, gg, variant="row"),
+                       _grads64(a, k, z, gg))
             continue
         # float32: on float32-representable inputs, against float64 (error * Im z, as in
         # test_green.py), and gradients relative to the largest float64 gradient.
         a32, k32 = (x.float() for x in GT.f32_exact(a, k))
         z32 = z.to(torch.complex64)
-        g32 = tri.forward(a32, k32, z32)
+        g32 = tri.forward(a32, k32, z32, variant="row")
         g64 = _forward_torch(a32.double(), k32.double(), z32.to(C128))
         out[f"f32_fwd_err_{m}x{n}"] = float(((g32.to(C128) - g64).abs() * z.imag).max())
         for name, mine, want in zip(
             ("a", "k", "z"),
-            tri.backward(a32, k32, z32, g32, gg.to(torch.complex64)),
+            tri.backward(a32, k32, z32, g32, gg.to(torch.complex64), variant="row"),
             _grads64(a32, k32, z32, gg),
             strict=True,
         ):
@@ -114,7 +120,7 @@ def _interpreter_checks(part: str, seed: int) -> dict[str, Any]:
         z = GT.tiny_im_energies(4)
         for name, a64, k64 in GT.adversarial(gen, 4, 40):
             a64, k64 = GT.f32_exact(a64, k64)
-            g32 = tri.forward(a64.float(), k64.float(), z.to(torch.complex64))
+            g32 = tri.forward(a64.float(), k64.float(), z.to(torch.complex64), variant="row")
             err = (g32.to(C128) - _forward_torch(a64, k64, z)).abs() * z.imag
             out[f"f32_adv_{name}"] = float(err.max())
     if part != "misc":
@@ -123,14 +129,8 @@ def _interpreter_checks(part: str, seed: int) -> dict[str, Any]:
     # Causality: perturbing positions > t leaves G_0..G_t bit-identical.
     a, k = GT.chain(gen, (3, 37))
     z = GT.energies(gen, (3, 1))
-    base = tri.forward(a, k, z)
-    bits = True
-    for t in (0, 15, 30):  # 15: the last position of the first tile
-        a2, k2 = a.clone(), k.clone()
-        a2[:, t + 1 :] += 1.0
-        k2[:, t:] += 1.0  # k_t is not read for G_t either
-        bits &= torch.equal(tri.forward(a2, k2, z)[:, : t + 1], base[:, : t + 1])
-    out["causal_bit_identical"] = bool(bits)
+    out["causal_bit_identical"] = _prefix_unchanged(lambda *x: tri.forward(*x, variant="row"),
+                                                    a, k, z, (0, 15, 30))
 
     # gradcheck through the public entry point (autograd wiring, broadcasting, complex z).
     a, k = GT.chain(gen, (2, 2, 5))
@@ -142,6 +142,71 @@ def _interpreter_checks(part: str, seed: int) -> dict[str, Any]:
         torch.autograd.gradcheck(
             lambda *v: causal_green(*v, backend="triton"), xs, fast_mode=True
         )
+    )
+    return out
+
+
+def _f64_grads(out: dict[str, Any], prefix: str, size: str, grads: tuple, want: tuple) -> None:
+    """Records the float64 gradient errors and whether grad_k_{N-1} is exactly 0."""
+    for name, mine, ref in zip(("a", "k", "z"), grads, want, strict=True):
+        out[f"{prefix}_grad_{name}_{size}"] = _rel(mine, ref)
+    out[f"{prefix}_last_grad_k_is_zero_{size}"] = bool((grads[1][:, -1] == 0).all())
+
+
+def _prefix_unchanged(fwd: Any, a: torch.Tensor, k: torch.Tensor, z: torch.Tensor,
+                      positions: tuple[int, ...]) -> bool:
+    """Causality: perturbing positions > t leaves G_0..G_t bit-identical, for each t."""
+    base = fwd(a, k, z)
+    bits = True
+    for t in positions:
+        a2, k2 = a.clone(), k.clone()
+        a2[:, t + 1 :] += 1.0
+        k2[:, t:] += 1.0  # k_t is not read for G_t either
+        bits &= torch.equal(fwd(a2, k2, z)[:, : t + 1], base[:, : t + 1])
+    return bool(bits)
+
+
+def _chunked_checks(tri: ModuleType, gen: torch.Generator) -> dict[str, Any]:
+    """The chunked variant: float64 vs the torch backend and the loop, float32 within the
+    documented bound (adversarial chains over 3 chunks), gradients, causality."""
+    out: dict[str, Any] = {}
+    for m, n, chunk in CHUNK_SIZES:
+        opts = {"variant": "chunked", "chunk": chunk}
+        a, k = GT.chain(gen, (m, n))
+        z = GT.energies(gen, (m, 1), im_min=1e-2)
+        gg = torch.complex(*torch.randn(2, m, n, generator=gen, dtype=F64))
+        size = f"{m}x{n}_L{chunk}"
+        g = tri.forward(a, k, z, **opts)
+        out[f"chunked_f64_fwd_vs_torch_{size}"] = _rel(g, _forward_torch(a, k, z))
+        out[f"chunked_f64_fwd_vs_reference_{size}"] = _rel(g, causal_green_reference(a, k, z))
+        _f64_grads(out, "chunked_f64", size, tri.backward(a, k, z, g, gg, **opts),
+                   _grads64(a, k, z, gg))
+    # float32 on float32-representable inputs vs float64 (the last size's inputs).
+    a32, k32 = (x.float() for x in GT.f32_exact(a, k))
+    z32 = z.to(torch.complex64)
+    g32 = tri.forward(a32, k32, z32, **opts)
+    g64 = _forward_torch(a32.double(), k32.double(), z32.to(C128))
+    out["chunked_f32_fwd_err"] = float(((g32.to(C128) - g64).abs() * z.imag).max())
+    grads = tri.backward(a32, k32, z32, g32, gg.to(torch.complex64), **opts)
+    for name, mine, want in zip(("a", "k", "z"), grads, _grads64(a32, k32, z32, gg),
+                                strict=True):
+        out[f"chunked_f32_grad_{name}"] = _rel(mine, want)
+    # The adversarial chains of 4 rows each, stacked into one call (each interpreted launch
+    # costs ~0.1 s), over 3 chunks of 16.
+    chains = GT.adversarial(gen, 4, 40)
+    a64, k64 = GT.f32_exact(torch.cat([c[1] for c in chains]), torch.cat([c[2] for c in chains]))
+    z = GT.tiny_im_energies(4).repeat(len(chains), 1)
+    g32 = tri.forward(a64.float(), k64.float(), z.to(torch.complex64), variant="chunked",
+                      chunk=16)
+    err = (g32.to(C128) - _forward_torch(a64, k64, z)).abs() * z.imag
+    for i, (name, _, _) in enumerate(chains):
+        out[f"chunked_f32_adv_{name}"] = float(err[4 * i : 4 * i + 4].max())
+    # Causality across a chunk boundary (L = 16): the last position of a chunk, the first of
+    # the next.
+    a, k = GT.chain(gen, (3, 37))
+    out["chunked_causal_bit_identical"] = _prefix_unchanged(
+        lambda *x: tri.forward(*x, variant="chunked", chunk=16), a, k, GT.energies(gen, (3, 1)),
+        (15, 16),
     )
     return out
 
@@ -208,6 +273,48 @@ def test_causality_is_bit_exact(interp: dict[str, Any]) -> None:
     assert interp["causal_bit_identical"] is True
 
 
+@pytest.mark.parametrize("what", ["fwd_vs_torch", "fwd_vs_reference", "grad_a", "grad_k",
+                                  "grad_z"])
+def test_chunked_float64_matches_torch_backend(interp: dict[str, Any], what: str) -> None:
+    errs = _pick(interp, f"chunked_f64_{what}")
+    assert len(errs) == len(CHUNK_SIZES)
+    assert max(errs.values()) < F64_TOL, f"seed {interp['seed']}: {errs}"
+
+
+def test_chunked_last_coupling_gets_zero_gradient(interp: dict[str, Any]) -> None:
+    assert all(_pick(interp, "chunked_f64_last_grad_k_is_zero").values())
+
+
+def test_chunked_float32_within_documented_bound(interp: dict[str, Any]) -> None:
+    errs = _pick(interp, "chunked_f32_fwd_err") | _pick(interp, "chunked_f32_adv")
+    assert max(errs.values()) < GT.F32_BOUND, f"seed {interp['seed']}: {errs}"
+    grads = _pick(interp, "chunked_f32_grad")
+    assert max(grads.values()) < F32_GRAD_TOL, f"seed {interp['seed']}: {grads}"
+
+
+def test_chunked_causality_is_bit_exact(interp: dict[str, Any]) -> None:
+    assert interp["chunked_causal_bit_identical"] is True
+
+
+def test_dispatcher_rule_and_chunk_length() -> None:
+    from resnetbk.bk import causal_green_triton as tri
+
+    # (M, N, variant) -> chunk length CH of the launch (CH = N: row-parallel).
+    assert tri._plan(4, 8, "auto", None, None, None, None)[0] == 8  # short N: row-parallel
+    assert tri._plan(4096, 8192, "auto", None, None, None, None)[0] == tri.CHUNK
+    assert tri._plan(tri.CHUNKED_MAX_M, 8192, "auto", None, None, None, None)[0] == 8192
+    assert tri._plan(4096, 8192, "row", None, None, None, None)[0] == 8192
+    assert tri._plan(2, 10, "chunked", 16, None, None, None)[:3] == (10, 8, 16)  # N < L
+    assert tri._plan(2, 100, "chunked", 32, None, None, None)[:3] == (32, 8, 16)
+    # Chunks on the grid's second axis: at most 65535, the default length grows to fit.
+    n = 2**24
+    assert -(-n // tri._plan(1, n, "chunked", None, None, None, None)[0]) <= 65535
+    with pytest.raises(ValueError, match="variant"):
+        tri._plan(1, 8, "tree", None, None, None, None)
+    with pytest.raises(ValueError, match="chunk"):
+        tri._plan(1, 2**20, "chunked", 8, None, None, None)
+
+
 def test_gradcheck_through_causal_green(interp: dict[str, Any]) -> None:
     assert interp["gradcheck"] is True
 
@@ -241,16 +348,21 @@ def _compiled() -> ModuleType:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m, n", [(1, 1), (9, 37), (33, 1000), (3, 4099), (4096, 8192)])
-def test_cuda_matches_float64_torch_backend(gen: torch.Generator, m: int, n: int) -> None:
+@pytest.mark.parametrize("variant", ["row", "chunked"])
+@pytest.mark.parametrize(
+    "m, n", [(1, 1), (9, 37), (33, 1000), (3, 4099), (4096, 8192), (8, 2**17)]
+)
+def test_cuda_matches_float64_torch_backend(
+    gen: torch.Generator, m: int, n: int, variant: str
+) -> None:
     tri = _compiled()
     a, k = GT.chain(gen, (m, n))
     z = GT.energies(gen, (m, 1), im_min=1e-2)
     gg = torch.complex(*torch.randn(2, m, n, generator=gen, dtype=F64))
     a32, k32 = (x.float().cuda() for x in GT.f32_exact(a, k))
     z32, gg32 = z.to(torch.complex64).cuda(), gg.to(torch.complex64).cuda()
-    g32 = tri.forward(a32, k32, z32)
-    grads32 = tri.backward(a32, k32, z32, g32, gg32)
+    g32 = tri.forward(a32, k32, z32, variant=variant)
+    grads32 = tri.backward(a32, k32, z32, g32, gg32, variant=variant)
     torch.cuda.synchronize()
     # The oracle: the torch backend in float64 on the same (float32-representable) inputs.
     a64, k64, z64, gg64 = a32.double(), k32.double(), z32.to(C128), gg32.to(C128)
@@ -265,14 +377,19 @@ def test_cuda_matches_float64_torch_backend(gen: torch.Generator, m: int, n: int
 
 
 @pytest.mark.gpu
-def test_cuda_float64_matches_torch_backend(gen: torch.Generator) -> None:
+@pytest.mark.parametrize("variant", ["row", "chunked"])
+@pytest.mark.parametrize("m, n", [(9, 300), (8, 2**17)])  # chunked: 3 and 1024 chunks
+def test_cuda_float64_matches_torch_backend(
+    gen: torch.Generator, m: int, n: int, variant: str
+) -> None:
     tri = _compiled()
-    a, k = (x.cuda() for x in GT.chain(gen, (9, 300)))
-    z = GT.energies(gen, (9, 1)).cuda()
-    gg = torch.complex(*torch.randn(2, 9, 300, generator=gen, dtype=F64)).cuda()
-    g = tri.forward(a, k, z)
+    a, k = (x.cuda() for x in GT.chain(gen, (m, n)))
+    z = GT.energies(gen, (m, 1)).cuda()
+    gg = torch.complex(*torch.randn(2, m, n, generator=gen, dtype=F64)).cuda()
+    g = tri.forward(a, k, z, variant=variant)
     assert _rel(g, _forward_torch(a, k, z)) < F64_TOL
-    for mine, want in zip(tri.backward(a, k, z, g, gg), _grads64(a, k, z, gg), strict=True):
+    grads = tri.backward(a, k, z, g, gg, variant=variant)
+    for mine, want in zip(grads, _grads64(a, k, z, gg), strict=True):
         assert _rel(mine, want) < F64_TOL
 
 

@@ -1,4 +1,4 @@
-"""Triton backend of :func:`resnetbk.bk.causal_green`: row-parallel sequential kernels.
+"""Triton backend of :func:`resnetbk.bk.causal_green`: row-parallel and chunked kernels.
 
 Registered in ``green.py`` as ``_BACKENDS["triton"]`` (only when triton is installed) with the
 backend contract stated there: ``forward(a, k, z) -> G`` on contiguous a, k (M, N) real and
@@ -11,23 +11,39 @@ Design. Rows (channels x batch) are independent; the recursion along a row is se
     backward:  lam_t = G_t^2 (k_t lam_{t+1} - conj(grad_G_t)),   lam_N = 0
                grad_a_t = Re lam_t,  grad_k_t = -Re(lam_{t+1} G_t),  grad_z = -conj(sum_t lam_t)
 
-Each program owns BLOCK_M rows and marches along N (backward: in reverse) in tiles of BLOCK_N
-positions. A tile is loaded row-major, i.e. contiguous along N (a per-step load of column t
-would touch BLOCK_M cache lines per 4 bytes used); the next tile's load is issued before the
-current tile is processed, so its memory latency overlaps BLOCK_N steps of the recursion. Column
-j of a register tile is taken by ``sum(where(col == j, tile, -0.0))`` inside a
-``tl.static_range`` loop: j is a compile-time constant and ``x + (-0.0) == x`` exactly, so the
-pick is exact and costs a few selects plus the shuffles needed where Triton spreads a tile's
-columns over threads (2 rounds for a float32 16-wide tile, see ``_launch_config``), all off
-the sequential chain; the output tile is built the same way with ``where(col == j, v, tile)``.
-Complex values are (re, im) pairs of real registers; complex tensors are read and written
-through ``torch.view_as_real``.
+Row-parallel variant: each program owns BLOCK_M rows and marches along N (backward: in
+reverse) in tiles of BLOCK_N positions. A tile is loaded row-major, i.e. contiguous along N (a
+per-step load of column t would touch BLOCK_M cache lines per 4 bytes used); the next tile's
+load is issued before the current tile is processed, so its memory latency overlaps BLOCK_N
+steps of the recursion. Column j of a register tile is taken by
+``sum(where(col == j, tile, -0.0))`` inside a ``tl.static_range`` loop: j is a compile-time
+constant and ``x + (-0.0) == x`` exactly, so the pick is exact and costs a few selects plus the
+shuffles needed where Triton spreads a tile's columns over threads (2 rounds for a float32
+16-wide tile, see ``_launch_config``), all off the sequential chain; the output tile is built
+the same way with ``where(col == j, v, tile)``. Complex values are (re, im) pairs of real
+registers; complex tensors are read and written through ``torch.view_as_real``. Its time is
+about N x (latency of one step) once every SM has rows: latency-bound at 4096 rows (20-26% of
+copy bandwidth on an H200) and idle SMs below that (docs/BK.md "Triton backend").
 
-Why no parallel scan over N: with M = 4096 rows there are 4096 independent chains, which
-occupy every SM (M / BLOCK_M = 512 one-warp programs); the time is then about
-N x (latency of one step). A
-chunked (Mamba-2 SSD style) variant would pay a second read of a, k for more parallelism and
-is only worth it when M is small (see docs/BK.md "Triton backend").
+Chunked variant (Mamba-2 SSD style, as the torch backend): N is split into chunks of length L
+and the grid covers (row blocks, chunks), three launches per direction:
+
+    1. per chunk (parallel over rows x chunks), its map: forward the projectively normalised
+       Moebius map [[w, beta], [1, delta]] of the chunk's transfer matrices; backward the
+       affine map lam_start = A lam_end + B (A = prod alpha, B accumulated);
+    2. across chunks (sequential over N / L, parallel over rows): G just before each chunk,
+       g -> (1 + delta g) / (w + beta g) from 0; lam just after each chunk, in reverse, e -> A e + B
+       from lam_N = 0;
+    3. per chunk (parallel over rows x chunks), the exact recurrence from that boundary value,
+       writing G (forward) or grad_a, grad_k and the chunk's part of grad_z (backward).
+
+Pass 3 is the row-parallel kernel itself with the chunk as its range and a start value (the
+row-parallel variant is the case of one chunk, L = N). It reads the inputs a second time: 24
+instead of 16 B/element forward, 48 instead of 28 backward. Chunk 0 of the forward is
+bit-identical to the row-parallel result; the boundary maps are contractions (forward) or
+derivatives of them (backward), so errors in a boundary value are forgotten, not amplified.
+:func:`use_chunked` picks the variant (``variant="auto"``); ``variant="row"`` / ``"chunked"``
+force one.
 
 Why no ``FAST`` switch: Triton already lowers float32 ``/`` to ``div.full.f32`` (the fast,
 approximate division), so a ``rcp.approx`` inline-asm path would save at most one multiply per
@@ -46,7 +62,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["backward", "forward"]
+__all__ = ["CHUNK", "CHUNKED_MAX_M", "CHUNKED_MIN_N", "backward", "forward", "use_chunked"]
 
 # Triton decides interpreter vs compiled when @triton.jit runs (at import of this module), so
 # this is read at the same moment as the decorators below.
@@ -54,13 +70,18 @@ _INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
 
 
 # M is not specialised on (M % 16, M == 1): it only bounds the row mask, and every distinct
-# specialisation costs a compile of this fully unrolled kernel (seconds).
+# specialisation costs a compile of these fully unrolled kernels. N and the chunk length CH
+# are: knowing them divisible by 16 makes the tile bounds (c CH, min((c + 1) CH, N)) aligned,
+# which the 128-bit vector loads of a and k need (checked in the sm_90 PTX: without it every
+# load is scalar). Row-parallel launches pass CH = N, so no extra specialisation arises.
 @triton.jit(do_not_specialize=["M"])
 def _causal_green_fwd_kernel(
-    a_ptr, k_ptr, z_ptr, g_ptr, M, N,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    a_ptr, k_ptr, z_ptr, s_ptr, g_ptr, M, N, CH,
+    HAS_START: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """G (M, N, 2) real view of complex G from a, k (M, N) and z (M, 1, 2)."""
+    """G (M, N, 2) real view of complex G from a, k (M, N) and z (M, 1, 2), for positions
+    [c CH, (c + 1) CH) of chunk c = program_id(1). Row-parallel: one chunk, CH = N, G_{-1} = 0.
+    Chunked (HAS_START): the chunk starts from G_{c CH - 1} = s (M, n_chunks, 2)."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
     cols = tl.arange(0, BLOCK_N)
@@ -69,23 +90,31 @@ def _causal_green_fwd_kernel(
     dtype = a_ptr.dtype.element_ty
     zr = tl.load(z_ptr + 2 * rows, mask=row_ok, other=0.0)
     zi = tl.load(z_ptr + 2 * rows + 1, mask=row_ok, other=1.0)  # masked rows: r != 0
+    chunk = tl.program_id(1)
+    n_lo = chunk * CH
+    n_hi = tl.minimum(n_lo + CH, N)
+    if HAS_START:  # G_{n_lo - 1} and k_{n_lo - 1} (0 before position 0)
+        start = s_ptr + 2 * (rows.to(tl.int64) * tl.num_programs(1) + chunk)
+        gr = tl.load(start, mask=row_ok, other=0.0)
+        gi = tl.load(start + 1, mask=row_ok, other=0.0)
+        kp = tl.load(k_ptr + rows.to(tl.int64) * N + n_lo - 1, mask=row_ok & (n_lo > 0),
+                     other=0.0)
+    else:
+        gr = tl.zeros([BLOCK_M], dtype=dtype)  # G_{t-1} (G_{-1} = 0)
+        gi = tl.zeros([BLOCK_M], dtype=dtype)
+        kp = tl.zeros([BLOCK_M], dtype=dtype)  # k_{t-1}
 
-    gr = tl.zeros([BLOCK_M], dtype=dtype)  # G_{t-1} (G_{-1} = 0)
-    gi = tl.zeros([BLOCK_M], dtype=dtype)
-    kp = tl.zeros([BLOCK_M], dtype=dtype)  # k_{t-1}
-
-    mask = row_ok[:, None] & (cols[None, :] < N)
-    a_next = tl.load(a_ptr + base + cols[None, :], mask=mask, other=0.0)
-    k_next = tl.load(k_ptr + base + cols[None, :], mask=mask, other=0.0)
-    # A while loop, not range(0, N, ...): Triton's interpreter cannot turn a runtime N into a
-    # Python int under numpy >= 2.4. n0 starts as a tensor (a loop-carried value cannot be a
-    # constexpr).
-    n0 = tl.full([], 0, tl.int32)
-    while n0 < N:
+    mask = row_ok[:, None] & (n_lo + cols[None, :] < n_hi)
+    a_next = tl.load(a_ptr + base + n_lo + cols[None, :], mask=mask, other=0.0)
+    k_next = tl.load(k_ptr + base + n_lo + cols[None, :], mask=mask, other=0.0)
+    # A while loop, not range(n_lo, n_hi, ...): Triton's interpreter cannot turn a runtime
+    # bound into a Python int under numpy >= 2.4.
+    n0 = n_lo
+    while n0 < n_hi:
         d_tile, k_tile, tile_mask = a_next - zr[:, None], k_next, mask
-        # Prefetch the next tile (fully masked past the end) before the sequential work.
+        # Prefetch the next tile (fully masked past the chunk) before the sequential work.
         nxt = n0 + BLOCK_N + cols
-        mask = row_ok[:, None] & (nxt[None, :] < N)
+        mask = row_ok[:, None] & (nxt[None, :] < n_hi)
         a_next = tl.load(a_ptr + base + nxt[None, :], mask=mask, other=0.0)
         k_next = tl.load(k_ptr + base + nxt[None, :], mask=mask, other=0.0)
 
@@ -115,36 +144,47 @@ def _causal_green_fwd_kernel(
 
 @triton.jit(do_not_specialize=["M"])
 def _causal_green_bwd_kernel(
-    k_ptr, g_ptr, gg_ptr, ga_ptr, gk_ptr, gz_ptr, M, N,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    k_ptr, g_ptr, gg_ptr, e_ptr, ga_ptr, gk_ptr, gz_ptr, M, N, CH,
+    HAS_END: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """grad_a, grad_k (M, N) and grad_z (M, 1, 2) from k (M, N), G and grad_G (M, N, 2)."""
+    """grad_a, grad_k (M, N) and the partial sums -conj(sum_t lam_t) gz (M, n_chunks, 2) over
+    chunk c = program_id(1), i.e. positions [c CH, (c + 1) CH), from k (M, N), G and grad_G
+    (M, N, 2). Row-parallel: one chunk, lam_N = 0. Chunked (HAS_END): lam at the chunk's end
+    (the next chunk's first position) is e (M, n_chunks, 2)."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < M
     cols = tl.arange(0, BLOCK_N)
     base = rows.to(tl.int64)[:, None] * N
     reim = tl.arange(0, 2)
     dtype = k_ptr.dtype.element_ty
+    chunk = tl.program_id(1)
+    n_lo = chunk * CH
+    n_hi = tl.minimum(n_lo + CH, N)
+    slot = 2 * (rows.to(tl.int64) * tl.num_programs(1) + chunk)
 
-    lr = tl.zeros([BLOCK_M], dtype=dtype)  # lam_{t+1} (lam_N = 0)
-    li = tl.zeros([BLOCK_M], dtype=dtype)
+    if HAS_END:  # lam_{t+1} at the chunk's last position
+        lr = tl.load(e_ptr + slot, mask=row_ok, other=0.0)
+        li = tl.load(e_ptr + slot + 1, mask=row_ok, other=0.0)
+    else:
+        lr = tl.zeros([BLOCK_M], dtype=dtype)  # lam_{t+1} (lam_N = 0)
+        li = tl.zeros([BLOCK_M], dtype=dtype)
     # Sum of lam kept per column slot and reduced once at the end: BLOCK_N partial sums of
-    # N / BLOCK_N terms each instead of one sequential sum of N terms (less float32 error).
+    # CH / BLOCK_N terms each instead of one sequential sum of CH terms (less float32 error).
     sum_r = tl.zeros([BLOCK_M, BLOCK_N], dtype=dtype)
     sum_i = tl.zeros([BLOCK_M, BLOCK_N], dtype=dtype)
 
-    n0 = tl.full([], 0, tl.int32) + ((N - 1) // BLOCK_N) * BLOCK_N  # last (partial) tile
+    n0 = n_lo + ((n_hi - n_lo - 1) // BLOCK_N) * BLOCK_N  # last (partial) tile of the chunk
     pos = n0 + cols
-    mask = row_ok[:, None] & (pos[None, :] < N)
+    mask = row_ok[:, None] & (pos[None, :] < n_hi)
     cptr = 2 * (base + pos[None, :])[:, :, None] + reim[None, None, :]
     k_next = tl.load(k_ptr + base + pos[None, :], mask=mask, other=0.0)
     g_next = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
     gg_next = tl.load(gg_ptr + cptr, mask=mask[:, :, None], other=0.0)
-    while n0 >= 0:  # a while loop: see the forward kernel
+    while n0 >= n_lo:  # a while loop: see the forward kernel
         k_tile, g_tile, gg_tile, tile_mask = k_next, g_next, gg_next, mask
-        # Prefetch the previous tile (fully masked before position 0).
+        # Prefetch the previous tile (fully masked before the chunk).
         prv = n0 - BLOCK_N + cols
-        mask = row_ok[:, None] & (prv[None, :] >= 0)
+        mask = row_ok[:, None] & (prv[None, :] >= n_lo)
         cptr = 2 * (base + prv[None, :])[:, :, None] + reim[None, None, :]
         k_next = tl.load(k_ptr + base + prv[None, :], mask=mask, other=0.0)
         g_next = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
@@ -153,11 +193,7 @@ def _causal_green_bwd_kernel(
         # Off the sequential chain, for the whole tile: lam_t = alpha_t lam_{t+1} + beta_t with
         # alpha = k G^2 and beta = -conj(grad_G) G^2 (0 on padding, so lam stays 0 there).
         g_r, g_i = tl.split(g_tile)
-        gg_r, gg_i = tl.split(gg_tile)
-        g2_r = g_r * g_r - g_i * g_i
-        g2_i = 2 * g_r * g_i
-        alpha = tl.join(k_tile * g2_r, k_tile * g2_i)
-        beta = tl.join(-(gg_r * g2_r + gg_i * g2_i), gg_i * g2_r - gg_r * g2_i)
+        alpha, beta = _adjoint_coefficients(k_tile, g_tile, gg_tile)
         lam_r = tl.zeros([BLOCK_M, BLOCK_N], dtype=dtype)  # lam_t
         lam_i = tl.zeros([BLOCK_M, BLOCK_N], dtype=dtype)
         nxt_r = tl.zeros([BLOCK_M, BLOCK_N], dtype=dtype)  # lam_{t+1}
@@ -179,21 +215,285 @@ def _causal_green_bwd_kernel(
         tl.store(gk_ptr + offs, nxt_i * g_i - nxt_r * g_r, mask=tile_mask)
         n0 -= BLOCK_N
 
-    # grad_z = -conj(sum_t lam_t) = (-Re, +Im).
-    tl.store(gz_ptr + 2 * rows, -tl.sum(sum_r, axis=1), mask=row_ok)
-    tl.store(gz_ptr + 2 * rows + 1, tl.sum(sum_i, axis=1), mask=row_ok)
+    # This chunk's share of grad_z = -conj(sum_t lam_t) = (-Re, +Im).
+    tl.store(gz_ptr + slot, -tl.sum(sum_r, axis=1), mask=row_ok)
+    tl.store(gz_ptr + slot + 1, tl.sum(sum_i, axis=1), mask=row_ok)
+
+
+@triton.jit
+def _adjoint_coefficients(k_tile, g_tile, gg_tile):
+    """(alpha, beta) tiles (..., 2) of lam_t = alpha_t lam_{t+1} + beta_t: alpha = k G^2,
+    beta = -conj(grad_G) G^2 (shared by the backward kernel and the backward chunk maps)."""
+    g_r, g_i = tl.split(g_tile)
+    gg_r, gg_i = tl.split(gg_tile)
+    g2_r = g_r * g_r - g_i * g_i
+    g2_i = 2 * g_r * g_i
+    alpha = tl.join(k_tile * g2_r, k_tile * g2_i)
+    beta = tl.join(-(gg_r * g2_r + gg_i * g2_i), gg_i * g2_r - gg_r * g2_i)
+    return alpha, beta
+
+
+@triton.jit(do_not_specialize=["M"])
+def _fwd_chunk_map_kernel(
+    a_ptr, k_ptr, z_ptr, p_ptr, M, N, CH, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Chunked forward, pass 1: the Moebius map of chunk c = program_id(1) (a full chunk:
+    only chunks 0 .. n_chunks - 2 are needed), p (M, 3, n_maps, 2) = (w, beta, delta) with
+    P_c = M_end ... M_start ~ [[w, beta], [1, delta]] (M_t = [[a_t - z, -k_{t-1}], [1, 0]]).
+
+    As in ``green._forward_torch``, M_t P = [[d w - k e, d beta - k delta], [w, beta]] is
+    divided by its (1, 0) entry w each step, so nothing overflows: after the first step w is
+    the continued fraction started from G = 0 (|w| >= Im z). The state starts as the identity
+    (w = delta = 1, beta = 0), which is [[w, beta], [e, delta]] with e = 0 instead of 1: the
+    k e term vanishes on the chunk's first step only."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    cols = tl.arange(0, BLOCK_N)
+    base = rows.to(tl.int64)[:, None] * N
+    dtype = a_ptr.dtype.element_ty
+    zr = tl.load(z_ptr + 2 * rows, mask=row_ok, other=0.0)
+    zi = tl.load(z_ptr + 2 * rows + 1, mask=row_ok, other=1.0)
+    chunk = tl.program_id(1)
+    n_lo = chunk * CH
+    kp = tl.load(k_ptr + rows.to(tl.int64) * N + n_lo - 1, mask=row_ok & (n_lo > 0), other=0.0)
+    wr = tl.full([BLOCK_M], 1.0, dtype)
+    wi = tl.zeros([BLOCK_M], dtype=dtype)
+    br = tl.zeros([BLOCK_M], dtype=dtype)
+    bi = tl.zeros([BLOCK_M], dtype=dtype)
+    er = tl.zeros([BLOCK_M], dtype=dtype)  # e: 0 before the first step, 1 after
+    dr = tl.full([BLOCK_M], 1.0, dtype)
+    di = tl.zeros([BLOCK_M], dtype=dtype)
+
+    mask = row_ok[:, None] & (cols[None, :] < CH)
+    a_next = tl.load(a_ptr + base + n_lo + cols[None, :], mask=mask, other=0.0)
+    k_next = tl.load(k_ptr + base + n_lo + cols[None, :], mask=mask, other=0.0)
+    n0 = n_lo
+    while n0 < n_lo + CH:  # a while loop: see the forward kernel
+        ak_tile = tl.join(a_next, k_next)
+        nxt = n0 + BLOCK_N + cols
+        mask = row_ok[:, None] & (nxt[None, :] < n_lo + CH)
+        a_next = tl.load(a_ptr + base + nxt[None, :], mask=mask, other=0.0)
+        k_next = tl.load(k_ptr + base + nxt[None, :], mask=mask, other=0.0)
+        for j in tl.static_range(BLOCK_N):
+            sel = cols[None, :] == j  # column pick as in the forward kernel
+            aj, kj = tl.split(tl.sum(tl.where(sel[:, :, None], ak_tile, -0.0), axis=1))
+            xr = aj - zr  # d = a - z = xr - i zi
+            inv = 1.0 / (wr * wr + wi * wi)
+            iwr = wr * inv  # 1/w
+            iwi = -wi * inv
+            tr = xr * br + zi * bi - kp * dr  # d beta - k delta
+            ti = xr * bi - zi * br - kp * di
+            dr, di = br * iwr - bi * iwi, br * iwi + bi * iwr  # delta <- beta / w
+            br, bi = tr * iwr - ti * iwi, tr * iwi + ti * iwr  # beta <- (d beta - k delta) / w
+            ke = kp * er
+            wr, wi = xr - ke * iwr, -zi - ke * iwi  # w <- d - k e / w
+            er = tl.full([BLOCK_M], 1.0, dtype)
+            kp = kj
+        n0 += BLOCK_N
+
+    out = p_ptr + 2 * (rows.to(tl.int64) * 3 * tl.num_programs(1) + chunk)
+    step = 2 * tl.num_programs(1)  # between the three maps of a row
+    tl.store(out, wr, mask=row_ok)
+    tl.store(out + 1, wi, mask=row_ok)
+    tl.store(out + step, br, mask=row_ok)
+    tl.store(out + step + 1, bi, mask=row_ok)
+    tl.store(out + 2 * step, dr, mask=row_ok)
+    tl.store(out + 2 * step + 1, di, mask=row_ok)
+
+
+@triton.jit(do_not_specialize=["M"])
+def _bwd_chunk_map_kernel(
+    k_ptr, g_ptr, gg_ptr, p_ptr, M, N, CH, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Chunked backward, pass 1: the affine map lam_start = A lam_end + B of chunk
+    c = program_id(1) + 1 (chunk 0's map is not needed), p (M, 2, n_maps, 2) = (A, B):
+    A = prod alpha_t, B accumulated in reverse (A <- alpha A, B <- alpha B + beta). A is a
+    derivative of a composition of the forward maps, bounded by Schwarz-Pick (docs/BK.md)."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    cols = tl.arange(0, BLOCK_N)
+    base = rows.to(tl.int64)[:, None] * N
+    reim = tl.arange(0, 2)
+    dtype = k_ptr.dtype.element_ty
+    n_lo = (tl.program_id(1) + 1) * CH
+    n_hi = tl.minimum(n_lo + CH, N)
+    ar = tl.full([BLOCK_M], 1.0, dtype)
+    ai = tl.zeros([BLOCK_M], dtype=dtype)
+    br = tl.zeros([BLOCK_M], dtype=dtype)
+    bi = tl.zeros([BLOCK_M], dtype=dtype)
+
+    n0 = n_lo + ((n_hi - n_lo - 1) // BLOCK_N) * BLOCK_N  # as in the backward kernel
+    pos = n0 + cols
+    mask = row_ok[:, None] & (pos[None, :] < n_hi)
+    cptr = 2 * (base + pos[None, :])[:, :, None] + reim[None, None, :]
+    k_next = tl.load(k_ptr + base + pos[None, :], mask=mask, other=0.0)
+    g_next = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
+    gg_next = tl.load(gg_ptr + cptr, mask=mask[:, :, None], other=0.0)
+    while n0 >= n_lo:
+        k_tile, g_tile, gg_tile = k_next, g_next, gg_next
+        prv = n0 - BLOCK_N + cols
+        mask = row_ok[:, None] & (prv[None, :] >= n_lo)
+        cptr = 2 * (base + prv[None, :])[:, :, None] + reim[None, None, :]
+        k_next = tl.load(k_ptr + base + prv[None, :], mask=mask, other=0.0)
+        g_next = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
+        gg_next = tl.load(gg_ptr + cptr, mask=mask[:, :, None], other=0.0)
+        # Padding has alpha = beta = 0: it zeroes A, harmless since the last chunk's lam_end
+        # is lam_N = 0, and adds nothing to B.
+        alpha, beta = _adjoint_coefficients(k_tile, g_tile, gg_tile)
+        for j in tl.static_range(BLOCK_N - 1, -1, -1):
+            sel = cols[None, :] == j
+            xr, xi = tl.split(tl.sum(tl.where(sel[:, :, None], alpha, -0.0), axis=1))
+            yr, yi = tl.split(tl.sum(tl.where(sel[:, :, None], beta, -0.0), axis=1))
+            ar, ai = xr * ar - xi * ai, xr * ai + xi * ar
+            br, bi = xr * br - xi * bi + yr, xr * bi + xi * br + yi
+        n0 -= BLOCK_N
+
+    out = p_ptr + 2 * (rows.to(tl.int64) * 2 * tl.num_programs(1) + tl.program_id(1))
+    step = 2 * tl.num_programs(1)
+    tl.store(out, ar, mask=row_ok)
+    tl.store(out + 1, ai, mask=row_ok)
+    tl.store(out + step, br, mask=row_ok)
+    tl.store(out + step + 1, bi, mask=row_ok)
+
+
+@triton.jit(do_not_specialize=["M", "NM"])
+def _chunk_boundary_kernel(
+    p_ptr, s_ptr, M, NM, AFFINE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Chunked pass 2, sequential over the NM chunk maps p (M, K, NM, 2), parallel over rows:
+    the state at every chunk boundary, s (M, NM + 1, 2), zero-initialised by the caller.
+
+    Forward (K = 3, (w, beta, delta)): s_0 = 0, s_{i+1} = (1 + delta_i s_i) / (w_i + beta_i s_i)
+    (G just before chunk i + 1; the maps are contractions, so this is stable).
+    Backward (AFFINE, K = 2, (A, B)), in reverse: s_NM = 0, s_i = A_i s_{i+1} + B_i (lam at the
+    first position of chunk i + 1). Tiles of BLOCK_C maps, prefetched as in the kernels above."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    cols = tl.arange(0, BLOCK_C)
+    reim = tl.arange(0, 2)
+    dtype = s_ptr.dtype.element_ty
+    if AFFINE:
+        nk = 2
+        c0 = ((NM - 1) // BLOCK_C) * BLOCK_C  # last tile first
+        dc = -BLOCK_C
+    else:
+        nk = 3
+        c0 = NM * 0
+        dc = BLOCK_C
+    row_base = rows.to(tl.int64)[:, None] * nk
+    sr = tl.zeros([BLOCK_M], dtype=dtype)
+    si = tl.zeros([BLOCK_M], dtype=dtype)
+
+    pos = c0 + cols
+    mask = (row_ok[:, None] & (pos[None, :] >= 0) & (pos[None, :] < NM))[:, :, None]
+    # Masked maps load as (1, 0, 0): the identity for the affine step (s stays 0 before the
+    # last map in reverse) and a finite step for the forward (never stored). The third map
+    # (delta) exists only in the forward: fully masked for AFFINE.
+    p0 = tl.load(p_ptr + 2 * (row_base * NM + pos[None, :])[:, :, None] + reim, mask=mask,
+                 other=1.0)
+    p1 = tl.load(p_ptr + 2 * ((row_base + 1) * NM + pos[None, :])[:, :, None] + reim,
+                 mask=mask, other=0.0)
+    p2 = tl.load(p_ptr + 2 * ((row_base + 2) * NM + pos[None, :])[:, :, None] + reim,
+                 mask=mask & (nk > 2), other=0.0)
+    done = NM * 0
+    while done < NM:
+        x_tile, y_tile, u_tile, tile_c0, tile_mask = p0, p1, p2, c0, mask
+        c0 += dc
+        pos = c0 + cols
+        mask = (row_ok[:, None] & (pos[None, :] >= 0) & (pos[None, :] < NM))[:, :, None]
+        p0 = tl.load(p_ptr + 2 * (row_base * NM + pos[None, :])[:, :, None] + reim,
+                     mask=mask, other=1.0)
+        p1 = tl.load(p_ptr + 2 * ((row_base + 1) * NM + pos[None, :])[:, :, None] + reim,
+                     mask=mask, other=0.0)
+        p2 = tl.load(p_ptr + 2 * ((row_base + 2) * NM + pos[None, :])[:, :, None] + reim,
+                     mask=mask & (nk > 2), other=0.0)
+        out_r = tl.zeros([BLOCK_M, BLOCK_C], dtype=dtype)
+        out_i = tl.zeros([BLOCK_M, BLOCK_C], dtype=dtype)
+        for jj in tl.static_range(BLOCK_C):
+            j = jj + AFFINE * (BLOCK_C - 1 - 2 * jj)  # reversed for the backward
+            sel = cols[None, :] == j  # column pick as in the forward kernel
+            xr, xi = tl.split(tl.sum(tl.where(sel[:, :, None], x_tile, -0.0), axis=1))
+            yr, yi = tl.split(tl.sum(tl.where(sel[:, :, None], y_tile, -0.0), axis=1))
+            if AFFINE:  # s <- A s + B
+                sr, si = xr * sr - xi * si + yr, xr * si + xi * sr + yi
+            else:  # s <- (1 + delta s) / (w + beta s)
+                ur, ui = tl.split(tl.sum(tl.where(sel[:, :, None], u_tile, -0.0), axis=1))
+                nr = 1.0 + ur * sr - ui * si
+                ni = ur * si + ui * sr
+                qr = xr + yr * sr - yi * si
+                qi = xi + yr * si + yi * sr
+                inv = 1.0 / (qr * qr + qi * qi)  # |w + beta s| >= Im z: see pass 1
+                sr, si = (nr * qr + ni * qi) * inv, (ni * qr - nr * qi) * inv
+            out_r = tl.where(sel, sr[:, None], out_r)
+            out_i = tl.where(sel, si[:, None], out_i)
+        # The forward's state after map i is s_{i + 1}; the backward's is s_i.
+        slot = rows.to(tl.int64)[:, None] * (NM + 1) + tile_c0 + cols[None, :] + (1 - AFFINE)
+        tl.store(s_ptr + 2 * slot[:, :, None] + reim, tl.join(out_r, out_i), mask=tile_mask)
+        done += BLOCK_C
 
 
 def _launch_config(n: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps) by the following reasoning (not yet tuned on a GPU:
-    bench/bk_gpu.py sweeps alternatives). Triton lays a (BLOCK_M, 16) float32 tile out as
-    4 contiguous values per thread x 4 threads along N x 8 rows per warp (when N % 16 == 0), so
-    a column pick is a 4-way in-thread select plus 2 shuffle rounds and each row is computed by
-    4 threads; BLOCK_M = 8 with one warp gives every thread one row and the most programs
-    (M / 8), which matters because the time is ~N x (latency of one step) once each SM has
-    rows. 16 positions per tile cover the latency of prefetching the next tile; fewer when
-    N < 16 (no wasted unrolled steps: the interpreter tests run at small N)."""
+    """(BLOCK_M, BLOCK_N, num_warps) for a sweep of n positions per row (N, or the chunk length
+    L in the chunked variant), by the following reasoning (the row-parallel default 8 x 16 x 1
+    was the best of 7 configurations on the H200; bench/bk_gpu.py sweeps alternatives). Triton
+    lays a (BLOCK_M, 16) float32 tile out as 4 contiguous values per thread x 4 threads along N
+    x 8 rows per warp (when N % 16 == 0), so a column pick is a 4-way in-thread select plus 2
+    shuffle rounds and each row is computed by 4 threads; BLOCK_M = 8 with one warp gives every
+    thread one row and the most programs (M / 8), which matters because the time is
+    ~n x (latency of one step) once each SM has rows. 16 positions per tile cover the latency
+    of prefetching the next tile; fewer when n < 16 (no wasted unrolled steps: the interpreter
+    tests run at small n)."""
     return 8, min(16, triton.next_power_of_2(n)), 1
+
+
+# Chunked variant (see the module docstring). Default chunk length, measured on an H200 at
+# 4096 x 8192 (bench/bk_gpu.py "chunk_sweep"): 128 and 256 tie as fastest (forward 0.475 ms,
+# backward 1.01 ms), 32 is 10% slower; 128 keeps twice as many programs for shorter N.
+CHUNK = 128
+# The grid's second axis (chunks) is limited to 65535 by CUDA.
+_MAX_CHUNKS = 65535
+# Dispatcher thresholds: chunked iff N >= CHUNKED_MIN_N and M < CHUNKED_MAX_M. Below two
+# default chunks there is nothing to split. Measured on an H200 at M x N = 2^25 ("time_vs_n"):
+# the row-parallel kernel wins from M = 8192 rows (forward 0.36 vs 0.47 ms, backward 0.69 vs
+# 1.00 ms; rows alone fill the GPU and it reads a, k once), the chunked one below (at M = 4096
+# forward 0.48 vs 0.60 ms, backward equal; at M = 32, N = 1M 1.6 vs 70 ms).
+CHUNKED_MIN_N = 2 * CHUNK
+CHUNKED_MAX_M = 8192
+# Rows per program of the chunk-boundary pass and maps per tile: the pass is one dependent
+# Moebius (or affine) step per chunk, like the row-parallel kernels per position.
+_BOUNDARY_BLOCK_M, _BOUNDARY_BLOCK_C = 8, 16
+
+
+def use_chunked(m: int, n: int) -> bool:
+    """The dispatcher's rule for ``variant="auto"``: chunked iff N >= CHUNKED_MIN_N and
+    M < CHUNKED_MAX_M (row-parallel when rows alone fill the GPU or N is short)."""
+    return n >= CHUNKED_MIN_N and m < CHUNKED_MAX_M
+
+
+def _chunk_length(n: int, chunk: int | None) -> int:
+    """Chunk length L: ``chunk`` if given, else CHUNK doubled until the chunks fit the grid."""
+    if chunk is not None:
+        if chunk < 1 or -(-n // chunk) > _MAX_CHUNKS:
+            raise ValueError(f"chunk must be >= 1 and give <= {_MAX_CHUNKS} chunks for N = {n}, "
+                             f"got {chunk}")
+        return chunk
+    length = CHUNK
+    while -(-n // length) > _MAX_CHUNKS:
+        length *= 2
+    return length
+
+
+def _plan(
+    m: int, n: int, variant: str, chunk: int | None, block_m: int | None, block_n: int | None,
+    num_warps: int | None,
+) -> tuple[int, int, int, int]:
+    """(chunk length CH, BLOCK_M, BLOCK_N, num_warps); CH = n means row-parallel."""
+    if variant not in ("auto", "row", "chunked"):
+        raise ValueError(f"variant must be 'auto', 'row' or 'chunked', got {variant!r}")
+    chunked = use_chunked(m, n) if variant == "auto" else variant == "chunked"
+    length = min(_chunk_length(n, chunk), n) if chunked else n
+    bm, bn, warps = _launch_config(length)
+    return length, block_m or bm, block_n or bn, num_warps or warps
 
 
 def _check_runnable(x: torch.Tensor) -> None:
@@ -206,45 +506,83 @@ def _check_runnable(x: torch.Tensor) -> None:
 
 
 def forward(
-    a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, *,
-    block_m: int | None = None, block_n: int | None = None, num_warps: int | None = None,
+    a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, *, variant: str = "auto",
+    chunk: int | None = None, block_m: int | None = None, block_n: int | None = None,
+    num_warps: int | None = None,
 ) -> torch.Tensor:
     """G (M, N) complex from contiguous a, k (M, N) float32/float64 and z (M, 1) complex.
 
-    ``block_m``, ``block_n`` (powers of two) and ``num_warps`` override the launch heuristic
-    (for benchmarks)."""
+    ``variant``: ``"auto"`` (:func:`use_chunked`), ``"row"`` or ``"chunked"``; ``chunk`` the
+    chunk length (default CHUNK). ``block_m``, ``block_n`` (powers of two) and ``num_warps``
+    override the launch heuristic of the per-position kernels (for benchmarks)."""
     _check_runnable(a)
     m, n = a.shape
-    bm, bn, warps = _launch_config(n)
-    bm, bn, warps = block_m or bm, block_n or bn, num_warps or warps
+    length, bm, bn, warps = _plan(m, n, variant, chunk, block_m, block_n, num_warps)
+    chunks = -(-n // length)
+    zr = torch.view_as_real(z)
     g = torch.empty((m, n), dtype=z.dtype, device=a.device)
-    _causal_green_fwd_kernel[(triton.cdiv(m, bm),)](
-        a, k, torch.view_as_real(z), torch.view_as_real(g), m, n,
-        BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+    starts = g  # unused by the row-parallel launch (HAS_START=False)
+    if chunks > 1:
+        # Pass 1: the maps of chunks 0 .. C-2; pass 2: G before every chunk.
+        maps = torch.empty((m, 3, chunks - 1), dtype=z.dtype, device=a.device)
+        _fwd_chunk_map_kernel[(triton.cdiv(m, bm), chunks - 1)](
+            a, k, zr, torch.view_as_real(maps), m, n, length,
+            BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+        )
+        starts = torch.zeros((m, chunks), dtype=z.dtype, device=a.device)
+        _boundaries(maps, starts, affine=False)
+    # Pass 3 (or the whole row-parallel sweep): the recurrence from each chunk's start.
+    _causal_green_fwd_kernel[(triton.cdiv(m, bm), chunks)](
+        a, k, zr, torch.view_as_real(starts), torch.view_as_real(g), m, n, length,
+        HAS_START=chunks > 1, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
     )
     return g
 
 
+def _boundaries(maps: torch.Tensor, out: torch.Tensor, *, affine: bool) -> None:
+    """Pass 2 of the chunked variant: ``out`` (M, C) from the C - 1 chunk maps (M, K, C - 1)."""
+    m, _, n_maps = maps.shape
+    _chunk_boundary_kernel[(triton.cdiv(m, _BOUNDARY_BLOCK_M),)](
+        torch.view_as_real(maps), torch.view_as_real(out), m, n_maps, AFFINE=affine,
+        BLOCK_M=_BOUNDARY_BLOCK_M, BLOCK_C=_BOUNDARY_BLOCK_C, num_warps=1,
+    )
+
+
 def backward(
     a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, g: torch.Tensor, grad_g: torch.Tensor,
-    *, block_m: int | None = None, block_n: int | None = None, num_warps: int | None = None,
+    *, variant: str = "auto", chunk: int | None = None, block_m: int | None = None,
+    block_n: int | None = None, num_warps: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_a, grad_k (M, N), grad_z (M, 1)) from k (M, N), G and grad_G (M, N) complex.
 
     ``a`` and ``z`` enter only through G (unused; part of the backend contract). ``k`` may be
-    a non-contiguous expanded view: it is made contiguous here. Overrides as for
-    :func:`forward`."""
+    a non-contiguous expanded view: it is made contiguous here. ``variant``, ``chunk`` and the
+    overrides as for :func:`forward`."""
     del a
     _check_runnable(g)
     m, n = g.shape
-    bm, bn, warps = _launch_config(n)
-    bm, bn, warps = block_m or bm, block_n or bn, num_warps or warps
+    length, bm, bn, warps = _plan(m, n, variant, chunk, block_m, block_n, num_warps)
+    chunks = -(-n // length)
+    k, gr = k.contiguous(), torch.view_as_real(g.contiguous())
+    ggr = torch.view_as_real(grad_g.contiguous())
     grad_a = torch.empty((m, n), dtype=k.dtype, device=g.device)
     grad_k = torch.empty_like(grad_a)
-    grad_z = torch.empty((m, 1), dtype=z.dtype, device=g.device)
-    _causal_green_bwd_kernel[(triton.cdiv(m, bm),)](
-        k.contiguous(), torch.view_as_real(g.contiguous()),
-        torch.view_as_real(grad_g.contiguous()), grad_a, grad_k, torch.view_as_real(grad_z),
-        m, n, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+    grad_z = torch.empty((m, chunks), dtype=z.dtype, device=g.device)  # per chunk, summed below
+    ends = grad_z  # unused by the row-parallel launch (HAS_END=False)
+    if chunks > 1:
+        # Pass 1: the affine maps of chunks 1 .. C-1; pass 2: lam after every chunk.
+        maps = torch.empty((m, 2, chunks - 1), dtype=z.dtype, device=g.device)
+        _bwd_chunk_map_kernel[(triton.cdiv(m, bm), chunks - 1)](
+            k, gr, ggr, torch.view_as_real(maps), m, n, length,
+            BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+        )
+        ends = torch.zeros((m, chunks), dtype=z.dtype, device=g.device)
+        _boundaries(maps, ends, affine=True)
+    # Pass 3 (or the whole row-parallel sweep): lam from each chunk's end, the gradients.
+    _causal_green_bwd_kernel[(triton.cdiv(m, bm), chunks)](
+        k, gr, ggr, torch.view_as_real(ends), grad_a, grad_k, torch.view_as_real(grad_z),
+        m, n, length, HAS_END=chunks > 1, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
     )
+    if chunks > 1:
+        grad_z = grad_z.sum(dim=1, keepdim=True)
     return grad_a, grad_k, grad_z
