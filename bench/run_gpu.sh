@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: info, the whole test suite (GPU tests included) and the
 # GPU benchmarks, with logs under $OUT. Uses the machine's torch; carry .whl (wheels of the
-# test-only dependencies: geoopt, hypothesis, mpmath, scipy for Python 3.12): see README.
+# other run-time and test dependencies for Python 3.12, made by bench/gpu_wheels.sh).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -11,7 +11,7 @@ mkdir -p /tmp/site
 for whl in .whl/*.whl; do
   [ -e "$whl" ] || continue
   dist=$(basename "$whl" | cut -d- -f1)
-  mod=$dist; [ "$dist" = attrs ] && mod=attr
+  mod=$dist; [ "$dist" = attrs ] && mod=attr; [ "$dist" = pyyaml ] && mod=yaml
   if ! python3 -c "import $mod" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$whl"
     echo "installed $dist from .whl"
