@@ -110,7 +110,9 @@ def _validate_causal(
     # A reduction over k (cheap next to the scan): negative couplings break |G| <= 1/Im z and
     # allow r_t = 0 (a pole of G on the real axis is then reachable).
     if not bool((k >= 0).all()):
-        raise ValueError("k must be >= 0 everywhere (k_t = b_t c_t couples sites t and t+1)")
+        what = "NaN entries" if bool(k.isnan().any()) else "negative entries"
+        raise ValueError(
+            f"k must be >= 0 everywhere (k_t = b_t c_t couples sites t and t+1); it has {what}")
     _check_energy_sign(zt)
     return a, k, zt, batch
 

@@ -200,6 +200,18 @@ def asinhc(x: torch.Tensor) -> torch.Tensor:
     return torch.where(small, _even_series(x * x, _ASINHC_SERIES), torch.asinh(x_safe) / x_safe)
 
 
+_TANHC_SERIES = (1.0, -1 / 3, 2 / 15, -17 / 315)
+_TANHC_SWITCH = 0.01
+
+
+def tanhc(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x)/x, equal to 1 at 0 (Taylor series below |x| = 0.01): the factor that maps a
+    vector of norm n to norm s tanh(n / s) (a smooth norm bound) is tanhc(n / s)."""
+    small = x.abs() < _TANHC_SWITCH
+    x_safe = torch.where(small, torch.ones_like(x), x)
+    return torch.where(small, _even_series(x * x, _TANHC_SERIES), torch.tanh(x_safe) / x_safe)
+
+
 def sech2(t: torch.Tensor) -> torch.Tensor:
     """1/cosh(t)^2 = 1 - tanh(t)^2 for t >= 0, as 4e/(1+e)^2 with e = exp(-2t): exact where
     1 - tanh^2 cancels, no overflow (it underflows to 0), and a finite gradient everywhere."""

@@ -3,8 +3,11 @@
 Poincaré ball (HNN++): ``PoincareLinear``, ``PoincareMLR``. Lorentz hyperboloid (fully
 hyperbolic, HyboNet): ``LorentzLinear``. Both: ``HyperbolicEmbedding``. Each layer owns its
 manifold object (``layer.manifold``), so a learnable curvature is a parameter of the layer.
+Sequence mixers of the language models: ``BKMixer``, ``CausalSelfAttention`` and
+``TransformerBlock`` (with ``KVCache``).
 """
 
+from resnetbk.nn.attention import CausalSelfAttention, KVCache, TransformerBlock
 from resnetbk.nn.bk_mixer import BKMixer
 from resnetbk.nn.embedding import HyperbolicEmbedding
 from resnetbk.nn.lorentz import LorentzLinear
@@ -13,9 +16,12 @@ from resnetbk.nn.poincare import PoincareLinear, PoincareMLR
 
 __all__ = [
     "BKMixer",
+    "CausalSelfAttention",
     "HyperbolicEmbedding",
+    "KVCache",
     "LorentzLinear",
     "ManifoldParameter",
     "PoincareLinear",
     "PoincareMLR",
+    "TransformerBlock",
 ]

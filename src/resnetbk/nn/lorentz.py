@@ -20,11 +20,13 @@ from resnetbk.geometry import lorentz
 from resnetbk.geometry.manifolds import Lorentz
 from resnetbk.geometry.numerics import (
     as_curvature,
+    asinhc,
     compute_dtype,
     max_rapidity,
     norm,
     sinhc,
     sqrt_c,
+    tanhc,
 )
 from resnetbk.nn._checks import check_input, check_size
 
@@ -38,20 +40,6 @@ def _overflow_safe_norm(x: torch.Tensor) -> torch.Tensor:
     return (scale * norm(x / scale)).clamp_min(tiny)
 
 
-def _tanhc(x: torch.Tensor) -> torch.Tensor:
-    """tanh(x)/x for x >= 0, 1 at 0 (Taylor series below 1e-3)."""
-    small = x < 1e-3
-    safe = torch.where(small, torch.ones_like(x), x)
-    return torch.where(small, 1 - x * x / 3, torch.tanh(safe) / safe)
-
-
-def _asinhc(x: torch.Tensor) -> torch.Tensor:
-    """asinh(x)/x for x >= 0, 1 at 0 (Taylor series below 1e-3)."""
-    small = x < 1e-3
-    safe = torch.where(small, torch.ones_like(x), x)
-    return torch.where(small, 1 - x * x / 6, torch.asinh(safe) / safe)
-
-
 def _bound_factor(space: torch.Tensor, sc: float | torch.Tensor,
                   max_distance: float) -> torch.Tensor:
     """The factor f with sqrt(c)|f y_s| = sinh(D' tanh(theta / D')), theta = asinh(sqrt(c)|y_s|),
@@ -61,7 +49,7 @@ def _bound_factor(space: torch.Tensor, sc: float | torch.Tensor,
     theta = torch.asinh(scaled_norm)
     big_d = sc * max_distance
     bounded = big_d * torch.tanh(theta / big_d)
-    return sinhc(bounded) * _tanhc(theta / big_d) * _asinhc(scaled_norm)
+    return sinhc(bounded) * tanhc(theta / big_d) * asinhc(scaled_norm)
 
 
 class LorentzLinear(nn.Module):
