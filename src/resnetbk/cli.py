@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import logging
 import platform
+import signal
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 import resnetbk
+
+if TYPE_CHECKING:
+    from resnetbk.train.config import RunConfig
 
 
 def _package_version(name: str) -> str:
@@ -138,6 +145,245 @@ def _add_embed_tree(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_embed_tree)
 
 
+class _StderrHandler(logging.Handler):
+    """Log records as plain lines on the current ``sys.stderr`` (tests replace it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+def _show_info_logs() -> None:
+    """Show resnetbk's INFO logs (e.g. "building the corpus cache", which takes a while)."""
+    logger = logging.getLogger("resnetbk")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+        logger.setLevel(logging.INFO)
+
+
+def _user_error(command: str, message: str) -> int:
+    """One clear line on stderr (no traceback) and exit code 2."""
+    print(f"resnetbk {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _resolve_run(args: argparse.Namespace) -> RunConfig:
+    """The run config from (checkpoint on --resume | --preset) < --config < --data < KEY=VALUE.
+
+    Items of --data that look like KEY=VALUE and are not existing paths are overrides, so
+    ``--data a.txt lr=1e-3`` works as a user would expect.
+    """
+    from resnetbk.train.checkpoint import find_checkpoint, read_state
+    from resnetbk.train.config import RunConfig, apply_overrides, load_config, run_preset
+
+    overrides = list(args.overrides)
+    data = None
+    if args.data is not None:
+        data = []
+        for item in args.data:
+            if "=" in item and not Path(item).exists():
+                overrides.append(item)
+            else:
+                data.append(str(Path(item).resolve()))
+    if args.resume and args.preset is None and find_checkpoint(args.out) is not None:
+        run = RunConfig.from_dict(read_state(args.out)[1]["config"])
+    else:
+        run = run_preset(args.preset or "tiny")
+    if args.config is not None:
+        run = load_config(args.config, base=run)
+    if data:
+        run.data = data
+    return apply_overrides(run, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train the byte language model (``resnetbk train``)."""
+    from resnetbk.train.checkpoint import CheckpointError
+    from resnetbk.train.config import ConfigError, format_config
+    from resnetbk.train.lm import TrainingDiverged, train_lm
+
+    _show_info_logs()
+    try:
+        run = _resolve_run(args)
+        if args.print_config:
+            print(format_config(run), end="")
+            return 0
+        summary = train_lm(run, args.out, resume=args.resume)
+    except (ConfigError, CheckpointError) as e:
+        return _user_error("train", str(e))
+    except TrainingDiverged as e:
+        print(f"resnetbk train: training diverged\n{e}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    if summary["status"] == "interrupted":
+        code = 143 if summary.get("signal") == signal.SIGTERM else 130
+        print(f"interrupted after step {summary['steps']}: checkpoint written to "
+              f"{summary['checkpoint']}\nresume with: resnetbk train --out {out} --resume",
+              file=sys.stderr)
+        return code
+    why = " (time budget reached)" if summary["status"] == "time_budget" else ""
+    print(f"final val bpb {summary['final_val_bpb']:.4f} ± {summary['final_val_ci95']:.4f} "
+          f"(95% CI over {summary['final_val_windows']} windows of {run.train.seq_len} bytes) "
+          f"after {summary['steps']} steps{why}, {summary['bytes_seen']:,} bytes seen, "
+          f"{summary['train_time_s']:.0f} s of training")
+    print(f"wrote {out / 'summary.json'}, {out / 'metrics.jsonl'}"
+          + (f", {summary['plot']}" if summary.get("plot") else "")
+          + f" and {summary['checkpoint']}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Bits per byte of a checkpoint on a split (``resnetbk eval``)."""
+    import json
+
+    from resnetbk.train.checkpoint import CheckpointError, load_trained_model
+    from resnetbk.train.config import ConfigError
+    from resnetbk.train.evaluate import evaluate_bpb
+    from resnetbk.train.lm import autocast_dtype, load_run_corpus, manifest_id, resolve_device
+
+    _show_info_logs()
+    try:
+        if args.max_windows is not None and args.max_windows < 2:
+            raise ConfigError(f"--max-windows must be >= 2, got {args.max_windows}")
+        device = resolve_device(args.device)
+        model, run, state = load_trained_model(args.checkpoint, device)
+        if args.data is not None:
+            run.data = [str(Path(p).resolve()) for p in args.data]
+        corpus = load_run_corpus(run)
+        seq_len = args.seq_len or run.train.seq_len
+        multiple = getattr(model, "seq_multiple", 1)
+        if seq_len < 1 or seq_len % multiple:
+            raise ConfigError(f"--seq-len must be a positive multiple of {multiple} (the "
+                              f"model's patch size), got {seq_len}")
+        batch = args.batch_size or run.train.batch_size
+        if batch < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {batch}")
+        trained_on = state.get("data", {}).get("manifest_id")
+        if args.data is None and trained_on != manifest_id(corpus):
+            print("warning: the corpus differs from the one this model was trained on "
+                  f"(manifest {trained_on} -> {manifest_id(corpus)}, e.g. another Python's "
+                  "stdlib): its splits may overlap the training data", file=sys.stderr)
+        try:
+            bpb, ci, n = evaluate_bpb(model, corpus.split(args.split), seq_len, batch,
+                                      args.max_windows,
+                                      autocast=autocast_dtype(run.train.autocast, device))
+        except ValueError as e:  # too few windows in the split
+            raise ConfigError(f"{args.split} split: {e}") from None
+    except (ConfigError, CheckpointError) as e:
+        return _user_error("eval", str(e))
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "step": state["step"],
+                          "split": args.split, "bpb": bpb, "ci95": ci, "windows": n,
+                          "seq_len": seq_len, "data": corpus.description}))
+    else:
+        print(f"{args.split} bpb {bpb:.4f} ± {ci:.4f} (95% CI over {n} windows of {seq_len} "
+              f"bytes; checkpoint step {state['step']}; {corpus.description})")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Stream bytes sampled from a checkpoint (``resnetbk generate``)."""
+    import time
+
+    from resnetbk.train.checkpoint import CheckpointError, load_trained_model
+    from resnetbk.train.config import ConfigError
+    from resnetbk.train.lm import resolve_device
+
+    try:
+        if args.bytes < 0:
+            raise ConfigError(f"--bytes must be >= 0, got {args.bytes}")
+        if not args.temperature >= 0:
+            raise ConfigError(f"--temperature must be >= 0 (0: greedy), got {args.temperature}")
+        if args.top_k is not None and not 1 <= args.top_k <= 256:
+            raise ConfigError(f"--top-k must be in 1..256, got {args.top_k}")
+        device = resolve_device(args.device)
+        model, _, state = load_trained_model(args.checkpoint, device)
+    except (ConfigError, CheckpointError) as e:
+        return _user_error("generate", str(e))
+    prompt = torch.tensor(list(args.prompt.encode("utf-8")), dtype=torch.long, device=device)
+    gen = torch.Generator().manual_seed(args.seed)  # ByteLM.generate samples on the CPU
+    out = sys.stdout.buffer
+    n, first = 0, None
+    t0 = time.perf_counter()
+    stream = model.generate(prompt, args.bytes, temperature=args.temperature,
+                            top_k=args.top_k, generator=gen)
+    with torch.no_grad():
+        try:
+            for byte in stream:
+                out.write(bytes((byte,)))
+                out.flush()
+                n += 1
+                first = first if first is not None else time.perf_counter() - t0
+        except ValueError as e:  # the model rejects the prompt (checked as generation starts)
+            return _user_error("generate", str(e))
+    dt = time.perf_counter() - t0
+    rate = f"{n / dt:.1f} bytes/s" if dt > 0 else "n/a"
+    print(f"\n[{n} bytes in {dt:.2f} s: {rate}; first byte after {first or 0:.2f} s; "
+          f"checkpoint step {state['step']}, {device}]", file=sys.stderr)
+    return 0
+
+
+def _add_lm_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the ResNet-BK byte language model",
+        description="Train the byte language model on the Python standard library source "
+        "(default) or your own files. Settings come from --preset, then --config, then "
+        "--data, then KEY=VALUE overrides (train.lr=3e-4, model.geometry=euclidean, or a "
+        "bare key such as lr=3e-4 when unambiguous; --print-config lists every key). "
+        "Writes checkpoints/, metrics.jsonl, config.toml, summary.json and bpb.png into "
+        "--out. Ctrl-C saves a checkpoint; --resume continues it exactly. See "
+        "docs/TRAINING.md.",
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="tiny (CPU demo, default), small or base (GPU); on --resume the "
+                   "default is the checkpoint's config")
+    p.add_argument("--data", nargs="+", default=None, metavar="PATH",
+                   help="files or folders of text (default: the Python stdlib source)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML or YAML run config (keys it omits keep the preset's values)")
+    p.add_argument("--out", default="runs/lm", help="output directory (runs/lm)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the checkpoint in --out (refuses model/data changes)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config as TOML and exit")
+    p.set_defaults(func=cmd_train)
+
+    e = sub.add_parser(
+        "eval", help="bits per byte of a checkpoint, with a 95%% confidence interval",
+        description="Score a checkpoint on a split of its training corpus (or --data): mean "
+        "bits per byte over disjoint windows, with a Student-t 95%% interval over windows.",
+    )
+    e.add_argument("checkpoint", metavar="CKPT", help="run directory or checkpoint directory")
+    e.add_argument("--split", choices=("val", "test"), default="test", help="split (test)")
+    e.add_argument("--data", nargs="+", default=None, metavar="PATH",
+                   help="evaluate on this corpus instead of the training one")
+    e.add_argument("--max-windows", type=int, default=None, metavar="N",
+                   help="at most N windows, spread evenly over the split (default: all)")
+    e.add_argument("--seq-len", type=int, default=None, metavar="N",
+                   help="window length (default: the training seq_len)")
+    e.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="windows per forward pass (default: the training batch size)")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead")
+    e.set_defaults(func=cmd_eval)
+
+    g = sub.add_parser(
+        "generate", help="stream bytes sampled from a checkpoint",
+        description="Sample bytes after --prompt and write them to stdout as they are "
+        "produced (raw bytes); the count and bytes/s go to stderr.",
+    )
+    g.add_argument("checkpoint", metavar="CKPT", help="run directory or checkpoint directory")
+    g.add_argument("--prompt", required=True, help="prompt text (UTF-8)")
+    g.add_argument("--bytes", type=int, default=256, help="bytes to generate (256)")
+    g.add_argument("--temperature", type=float, default=0.8,
+                   help="sampling temperature, 0 = greedy (0.8)")
+    g.add_argument("--top-k", type=int, default=None, help="sample among the K likeliest bytes")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.set_defaults(func=cmd_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resnetbk", description="Hyperbolic-geometry-native deep learning."
@@ -146,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="versions, devices and which backend each op uses")
     info.set_defaults(func=cmd_info)
     _add_embed_tree(sub)
+    _add_lm_commands(sub)
     return parser
 
 

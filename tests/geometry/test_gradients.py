@@ -196,3 +196,21 @@ def test_minkowski_dot_backward(gen: torch.Generator) -> None:
     assert gradcheck(L._MinkowskiDot.apply, (x, y))
     assert torch.autograd.gradgradcheck(L._MinkowskiDot.apply, (x, y))
     torch.testing.assert_close(L._MinkowskiDot.apply(x, y), L.inner(x, y, keepdim=True))
+
+
+@pytest.mark.parametrize("name", ["asinhc", "tanhc"])
+def test_series_helpers_have_finite_gradients_at_huge_inputs(name: str) -> None:
+    """The Taylor branch of a ``where`` must not see huge inputs: its inf times where's 0 is a
+    NaN gradient (seen as NaN training steps through lorentz.logmap0 at rapidity > ~12)."""
+    from resnetbk.geometry import numerics
+
+    f = getattr(numerics, name)
+    x = torch.tensor([0.0, 1e-3, 0.5, 30.0, 1e7, 1e30], requires_grad=True)
+    f(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_logmap0_gradient_is_finite_far_from_the_origin() -> None:
+    space = (torch.randn(4, 3) * 1e6).requires_grad_()
+    lorentz.logmap0(lorentz.from_spatial(space, c=1.0), c=1.0).sum().backward()
+    assert torch.isfinite(space.grad).all()

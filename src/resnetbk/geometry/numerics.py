@@ -178,26 +178,38 @@ _ASINHC_SERIES = (1.0, -1 / 6, 3 / 40, -5 / 112, 35 / 1152)
 _ASINHC_SWITCH = 0.01
 
 
+def _split(x: torch.Tensor, small: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x where not small else 1, x where small else 0): each branch of a series/quotient
+    ``where`` sees only inputs it is finite on. Both branches are differentiated, and
+    ``where``'s backward multiplies the unused one's gradient by 0, so an inf there (the series
+    of a huge x) would turn into NaN."""
+    one, zero = torch.ones_like(x), torch.zeros_like(x)
+    return torch.where(small, one, x), torch.where(small, x, zero)
+
+
 def sinhc(x: torch.Tensor) -> torch.Tensor:
     """sinh(x)/x, equal to 1 at 0; a Taylor series below |x| = 0.1 keeps value and gradient
     accurate to the last bit (the direct quotient's derivative cancels there)."""
     small = x.abs() < _SINHC_SWITCH
-    x_safe = torch.where(small, torch.ones_like(x), x)
-    return torch.where(small, _even_series(x * x, _SINHC_SERIES), torch.sinh(x_safe) / x_safe)
+    x_safe, x_small = _split(x, small)
+    return torch.where(small, _even_series(x_small * x_small, _SINHC_SERIES),
+                       torch.sinh(x_safe) / x_safe)
 
 
 def inv_sinhc(x: torch.Tensor) -> torch.Tensor:
     """x/sinh(x), equal to 1 at 0 and finite (towards 0) for large x."""
     small = x.abs() < _SINHC_SWITCH
-    x_safe = torch.where(small, torch.ones_like(x), x)
-    return torch.where(small, 1 / _even_series(x * x, _SINHC_SERIES), x_safe / torch.sinh(x_safe))
+    x_safe, x_small = _split(x, small)
+    return torch.where(small, 1 / _even_series(x_small * x_small, _SINHC_SERIES),
+                       x_safe / torch.sinh(x_safe))
 
 
 def asinhc(x: torch.Tensor) -> torch.Tensor:
     """asinh(x)/x, equal to 1 at 0 (Taylor series below |x| = 0.01)."""
     small = x.abs() < _ASINHC_SWITCH
-    x_safe = torch.where(small, torch.ones_like(x), x)
-    return torch.where(small, _even_series(x * x, _ASINHC_SERIES), torch.asinh(x_safe) / x_safe)
+    x_safe, x_small = _split(x, small)
+    return torch.where(small, _even_series(x_small * x_small, _ASINHC_SERIES),
+                       torch.asinh(x_safe) / x_safe)
 
 
 _TANHC_SERIES = (1.0, -1 / 3, 2 / 15, -17 / 315)
@@ -208,8 +220,9 @@ def tanhc(x: torch.Tensor) -> torch.Tensor:
     """tanh(x)/x, equal to 1 at 0 (Taylor series below |x| = 0.01): the factor that maps a
     vector of norm n to norm s tanh(n / s) (a smooth norm bound) is tanhc(n / s)."""
     small = x.abs() < _TANHC_SWITCH
-    x_safe = torch.where(small, torch.ones_like(x), x)
-    return torch.where(small, _even_series(x * x, _TANHC_SERIES), torch.tanh(x_safe) / x_safe)
+    x_safe, x_small = _split(x, small)
+    return torch.where(small, _even_series(x_small * x_small, _TANHC_SERIES),
+                       torch.tanh(x_safe) / x_safe)
 
 
 def sech2(t: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,14 @@
-"""Training: tree embeddings in hyperbolic and Euclidean space (more methods to come)."""
+"""Training: the byte language model (``train_lm``, ``evaluate_bpb``, configs, checkpoints) and
+tree embeddings in hyperbolic and Euclidean space.
+
+The language-model names are imported on first use (PEP 562), so that the tree-embedding
+tools do not load the model and data packages.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from resnetbk.train.embedding_metrics import distortion_metrics, reconstruction_metrics
 from resnetbk.train.tree_embedding import (
@@ -10,13 +20,48 @@ from resnetbk.train.tree_embedding import (
     evaluate,
 )
 
+_LAZY = {
+    "CheckpointError": "resnetbk.train.checkpoint",
+    "load_trained_model": "resnetbk.train.checkpoint",
+    "ConfigError": "resnetbk.train.config",
+    "RunConfig": "resnetbk.train.config",
+    "TrainConfig": "resnetbk.train.config",
+    "TRAIN_PRESETS": "resnetbk.train.config",
+    "apply_overrides": "resnetbk.train.config",
+    "load_config": "resnetbk.train.config",
+    "run_preset": "resnetbk.train.config",
+    "save_config": "resnetbk.train.config",
+    "evaluate_bpb": "resnetbk.train.evaluate",
+    "TrainingDiverged": "resnetbk.train.lm",
+    "train_lm": "resnetbk.train.lm",
+}
+
 __all__ = [
     "MANIFOLDS",
+    "TRAIN_PRESETS",
+    "CheckpointError",
+    "ConfigError",
     "EmbeddingConfig",
     "EmbeddingResult",
+    "RunConfig",
+    "TrainConfig",
+    "TrainingDiverged",
     "TreeEmbedding",
+    "apply_overrides",
     "distortion_metrics",
     "embed_tree",
     "evaluate",
+    "evaluate_bpb",
+    "load_config",
+    "load_trained_model",
     "reconstruction_metrics",
+    "run_preset",
+    "save_config",
+    "train_lm",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'resnetbk.train' has no attribute {name!r}")
