@@ -81,3 +81,23 @@ def test_bad_head_layout() -> None:
         CausalSelfAttention(12, 4)  # head size 3
     with pytest.raises(ValueError, match="n_heads"):
         CausalSelfAttention(16, 0)
+
+
+def test_rope_angles_are_accurate_for_half_inputs_at_long_positions() -> None:
+    """Angles are computed in float32 (float64 for float64 inputs): at position 20000 a bf16
+    angle would be off by tens of radians."""
+    x = torch.randn(1, 16, dtype=torch.float64)
+    pos = torch.tensor([20000])
+    want = naive_rope(x[None], pos)[0]
+    got = apply_rope(x.to(torch.bfloat16)[None], pos)[0].double()
+    torch.testing.assert_close(got, want, rtol=0, atol=0.05 * float(x.abs().max()))
+
+
+def test_block_dropout_is_checked_and_inactive_in_eval() -> None:
+    with pytest.raises(ValueError, match="dropout"):
+        TransformerBlock(16, 2, dropout=1.0)
+    block = TransformerBlock(16, 2, dropout=0.5).double().eval()
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    torch.testing.assert_close(block(x), block(x), rtol=0, atol=0)
+    block.train()
+    assert not torch.equal(block(x), block(x))

@@ -97,8 +97,10 @@ def _causal_green_fwd_kernel(
         start = s_ptr + 2 * (rows.to(tl.int64) * tl.num_programs(1) + chunk)
         gr = tl.load(start, mask=row_ok, other=0.0)
         gi = tl.load(start + 1, mask=row_ok, other=0.0)
-        kp = tl.load(k_ptr + rows.to(tl.int64) * N + n_lo - 1, mask=row_ok & (n_lo > 0),
-                     other=0.0)
+        # (the scalar condition is broadcast to a block: Triton 3.9's interpreter rejects a
+        # scalar-bool mask operand)
+        kp = tl.load(k_ptr + rows.to(tl.int64) * N + n_lo - 1,
+                     mask=row_ok & (rows * 0 + n_lo > 0), other=0.0)
     else:
         gr = tl.zeros([BLOCK_M], dtype=dtype)  # G_{t-1} (G_{-1} = 0)
         gi = tl.zeros([BLOCK_M], dtype=dtype)
@@ -255,7 +257,8 @@ def _fwd_chunk_map_kernel(
     zi = tl.load(z_ptr + 2 * rows + 1, mask=row_ok, other=1.0)
     chunk = tl.program_id(1)
     n_lo = chunk * CH
-    kp = tl.load(k_ptr + rows.to(tl.int64) * N + n_lo - 1, mask=row_ok & (n_lo > 0), other=0.0)
+    kp = tl.load(k_ptr + rows.to(tl.int64) * N + n_lo - 1,
+                 mask=row_ok & (rows * 0 + n_lo > 0), other=0.0)
     wr = tl.full([BLOCK_M], 1.0, dtype)
     wi = tl.zeros([BLOCK_M], dtype=dtype)
     br = tl.zeros([BLOCK_M], dtype=dtype)
@@ -394,7 +397,7 @@ def _chunk_boundary_kernel(
     p1 = tl.load(p_ptr + 2 * ((row_base + 1) * NM + pos[None, :])[:, :, None] + reim,
                  mask=mask, other=0.0)
     p2 = tl.load(p_ptr + 2 * ((row_base + 2) * NM + pos[None, :])[:, :, None] + reim,
-                 mask=mask & (nk > 2), other=0.0)
+                 mask=mask & ((cols * 0 + nk) > 2)[None, :, None], other=0.0)
     done = NM * 0
     while done < NM:
         x_tile, y_tile, u_tile, tile_c0, tile_mask = p0, p1, p2, c0, mask
@@ -406,7 +409,7 @@ def _chunk_boundary_kernel(
         p1 = tl.load(p_ptr + 2 * ((row_base + 1) * NM + pos[None, :])[:, :, None] + reim,
                      mask=mask, other=0.0)
         p2 = tl.load(p_ptr + 2 * ((row_base + 2) * NM + pos[None, :])[:, :, None] + reim,
-                     mask=mask & (nk > 2), other=0.0)
+                     mask=mask & ((cols * 0 + nk) > 2)[None, :, None], other=0.0)
         out_r = tl.zeros([BLOCK_M, BLOCK_C], dtype=dtype)
         out_i = tl.zeros([BLOCK_M, BLOCK_C], dtype=dtype)
         for jj in tl.static_range(BLOCK_C):

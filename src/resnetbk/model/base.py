@@ -30,13 +30,16 @@ class ByteLM(nn.Module):
         if not isinstance(x, torch.Tensor) or x.dtype != torch.int64 or x.ndim != 2:
             got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x)
             raise ValueError(f"x must be an int64 tensor of shape (batch, length), got {got}")
+        if x.shape[0] == 0:
+            raise ValueError("x must hold at least one sequence, got batch size 0")
         if x.shape[1] == 0 or x.shape[1] % self.seq_multiple:
             raise ValueError(
-                f"sequence length {x.shape[1]} must be a positive multiple of "
-                f"{self.seq_multiple} (the patch size)"
+                f"sequence length T = {x.shape[1]} must be a positive multiple of the patch "
+                f"size P = {self.seq_multiple}"
             )
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) > 255):
-            raise ValueError(f"bytes must lie in [0, 255], got [{int(x.min())}, {int(x.max())}]")
+        lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one device sync
+        if lo < 0 or hi > 255:
+            raise ValueError(f"bytes must lie in [0, 255], got values in [{lo}, {hi}]")
 
     def loss(self, x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Cross-entropy in nats per byte, in float32: a scalar ("mean") or (B, T) ("none")."""
@@ -83,20 +86,31 @@ class ByteLM(nn.Module):
     ) -> Iterator[int]:
         """Yield ``max_new_bytes`` bytes after ``prompt`` (int64 (T0,), T0 >= 0), one at a time.
 
-        The prompt is fed through the cached step path, then each sampled byte is. Temperature
-        0 is greedy; ``top_k`` keeps the k most likely bytes before sampling.
+        The prompt is fed through the cached step path, then each sampled byte is (O(1) work per
+        byte for the BK state, O(t) for a key/value cache). Temperature 0 is greedy; ``top_k``
+        keeps the k most likely bytes before sampling; sampling draws from ``generator`` (a CPU
+        generator). Arguments are checked when the first byte is requested (this is a
+        generator). Call ``eval()`` first when the model has dropout.
         """
-        if not isinstance(prompt, torch.Tensor) or prompt.ndim != 1:
-            raise ValueError("prompt must be a 1-D int64 tensor of bytes")
-        if prompt.numel() and (int(prompt.min()) < 0 or int(prompt.max()) > 255):
-            raise ValueError("prompt bytes must lie in [0, 255]")
+        if (not isinstance(prompt, torch.Tensor) or prompt.ndim != 1
+                or prompt.is_floating_point() or prompt.is_complex()
+                or prompt.dtype == torch.bool):
+            got = (f"{prompt.dtype} {tuple(prompt.shape)}" if isinstance(prompt, torch.Tensor)
+                   else type(prompt).__name__)
+            raise ValueError(f"prompt must be a 1-D int64 tensor of bytes, got {got}")
+        if prompt.numel():
+            lo, hi = torch.stack(torch.aminmax(prompt.long())).tolist()
+            if lo < 0 or hi > 255:
+                raise ValueError(f"prompt bytes must lie in [0, 255], got values in [{lo}, {hi}]")
         if isinstance(max_new_bytes, bool) or not isinstance(max_new_bytes, int) \
                 or max_new_bytes < 0:
             raise ValueError(f"max_new_bytes must be an int >= 0, got {max_new_bytes!r}")
-        if not temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-        if top_k is not None and not 1 <= top_k <= 256:
-            raise ValueError(f"top_k must be in [1, 256], got {top_k!r}")
+        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                or not temperature >= 0):
+            raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
+                                  or not 1 <= top_k <= 256):
+            raise ValueError(f"top_k must be None or an int in [1, 256], got {top_k!r}")
         device = next(self.parameters()).device
         state = self._start(1)
         logits, state = self._step(state, None)

@@ -1,7 +1,7 @@
 """``ModelConfig``: every hyper-parameter of the byte language models, and the presets.
 
-Fields have simple types only (str, int, float, bool) so a config saves to TOML/YAML/JSON and
-every field is overridable from the command line (``model.<field>=value``).
+Fields have simple types only (str, int, float) so a config saves to TOML/YAML/JSON and every
+field is overridable from the command line (``model.<field>=value``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ _CHOICES = {
     "arch": ("megabyte", "transformer"),
     "geometry": ("lorentz", "euclidean"),
     "mixer": ("bk", "attention"),
+    "conv_method": ("auto", "fft", "direct"),
 }
+
+# Largest max_radius + max_step. Every point the global model forms lies within this distance
+# of the origin; float32 coordinates there are ~e^r / 2, and exp_h caps its rapidity at ~44.
+_MAX_REACH = 40.0
 
 
 @dataclass
@@ -28,12 +33,12 @@ class ModelConfig:
     ``attention``, hidden states on the Lorentz hyperboloid of curvature ``-curvature`` or in
     Euclidean space); the local model (``n_local_layers`` Transformer blocks of width
     ``d_local`` over the bytes of a patch). Residual updates of the global model are bounded
-    smoothly: each step to length ``max_step * tanh(|y| / max_step)`` and the hidden state to
-    radius (distance from the origin, or Euclidean norm) ``max_radius * tanh(r / max_radius)``
-    (docs/MODEL.md: float32 hyperboloid coordinates grow like e^r). ``bk_channels``
-    (0: ``d_global // 2``) and ``conv_modes`` configure ``BKMixer``. Transformer baseline
-    fields: ``d_model``, ``n_layers``. ``n_heads`` applies to every attention layer,
-    ``ff_mult`` to every MLP.
+    smoothly: each step to length ``max_step``, the hidden state to radius (distance from the
+    origin, or Euclidean norm) ``max_radius`` (docs/MODEL.md). ``bk_channels`` (0:
+    ``d_global // 2``), ``conv_modes`` and ``conv_method`` ("auto": direct convolution up to 64
+    patches, FFT beyond; "direct" makes causality bit-exact at any length) configure
+    ``BKMixer``. Transformer baseline fields: ``d_model``, ``n_layers``. ``n_heads`` applies
+    to every attention layer, ``ff_mult`` to every MLP, ``dropout`` to every sublayer output.
     """
 
     arch: str = "megabyte"
@@ -47,16 +52,18 @@ class ModelConfig:
     n_local_layers: int = 2
     n_heads: int = 4
     ff_mult: int = 4
+    dropout: float = 0.0
     bk_channels: int = 0
     conv_modes: int = 4
+    conv_method: str = "auto"
     curvature: float = 1.0
-    max_step: float = 4.0
-    max_radius: float = 10.0
+    max_step: float = 3.0
+    max_radius: float = 8.0
     d_model: int = 256
     n_layers: int = 6
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first bad field."""
+        """Raise ``ValueError`` naming the first bad field and its value."""
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -67,17 +74,21 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{f.name} must be an int, got {value!r}")
             if f.type == "int" and value < (0 if f.name == "bk_channels" else 1):
                 raise ValueError(f"ModelConfig.{f.name} must be positive, got {value}")
+            if f.type == "float" and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))):
+                raise ValueError(f"ModelConfig.{f.name} must be a number, got {value!r}")
         for name in ("curvature", "max_step", "max_radius"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"ModelConfig.{name} must be a number > 0, got {value!r}")
-        if self.max_step + self.max_radius > 40:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ModelConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.max_step + self.max_radius > _MAX_REACH:
             raise ValueError(
-                f"ModelConfig.max_step + max_radius must be <= 40 (float32 hyperboloid "
-                f"coordinates ~ e^r), got {self.max_step} + {self.max_radius}")
-        for width, heads in (("d_global", "n_heads"), ("d_local", "n_heads"),
-                             ("d_model", "n_heads")):
-            w, h = getattr(self, width), getattr(self, heads)
+                f"ModelConfig.max_step + max_radius must be <= {_MAX_REACH} (the farthest the "
+                f"hidden state may get from the origin; docs/MODEL.md), got "
+                f"{self.max_step} + {self.max_radius}")
+        for width in ("d_global", "d_local", "d_model"):
+            w, h = getattr(self, width), self.n_heads
             if w % h or (w // h) % 2:
                 raise ValueError(
                     f"ModelConfig.{width} ({w}) must be n_heads ({h}) times an even head size"
@@ -85,10 +96,10 @@ class ModelConfig:
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
-    # 2-core CPU demo: ~0.9 M parameters, contexts of 512 bytes (64 patches).
+    # 2-core CPU demo, contexts of 256-512 bytes (32-64 patches).
     "tiny": ModelConfig(byte_dim=16, d_global=128, n_global_layers=2, d_local=64,
                         n_local_layers=1, n_heads=4, ff_mult=2, conv_modes=4),
-    # GPU presets: contexts of 8K-64K bytes.
+    # GPU presets: contexts of 8K bytes and more.
     "small": ModelConfig(byte_dim=64, d_global=512, n_global_layers=6, d_local=256,
                          n_local_layers=2, n_heads=8, ff_mult=4, conv_modes=8),
     "base": ModelConfig(byte_dim=128, d_global=1024, n_global_layers=12, d_local=384,
@@ -99,13 +110,19 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 def baseline_config(cfg: ModelConfig) -> ModelConfig:
     """A byte-level Transformer (arch="transformer") with about the parameter count of ``cfg``.
 
-    Width is kept at ``d_local`` rounded to the head layout, and depth chosen so the counts
-    match within 10% (checked against the built models in the tests).
+    Width ``d_global``; depth chosen from the per-layer count (attention 4 d^2, MLP 2 ff d^2)
+    so that the counts match within 10% (checked against the built models in the tests).
     """
-    from resnetbk.model import build_model  # the count comes from the built models
+    import torch
 
-    target = build_model(cfg).num_parameters()
+    from resnetbk.debug import debug_checks
+    from resnetbk.model import build_model  # the count comes from the built model
+
+    # Shapes only, on the meta device: no memory, no initialisation work (and no debug-mode
+    # value checks, which cannot read meta tensors).
+    with torch.device("meta"), debug_checks(False):
+        target = build_model(cfg).num_parameters()
     d = cfg.d_global
-    per_layer = (4 + 2 * cfg.ff_mult) * d * d  # attention (4 d^2) + MLP (2 ff d^2)
+    per_layer = (4 + 2 * cfg.ff_mult) * d * d
     n_layers = max(1, round((target - 2 * 256 * d) / per_layer))
     return dataclasses.replace(cfg, arch="transformer", d_model=d, n_layers=n_layers)

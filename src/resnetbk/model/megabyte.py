@@ -4,10 +4,10 @@ Bytes are grouped in patches of P. A global model runs over patches, a local mod
 bytes of each patch:
 
     patch k embedding   u_k = W_p [e(x_{kP}), ..., e(x_{kP+P-1})]                 (D)
-    global input        pad, p_0, ..., p_{K-2}       p_k = exp_o(u_k) on the hyperboloid
-    global blocks       h <- h (+) exp_o(f(norm(log_o h)))     (BKMixer, then an MLP)
+    global input        pad, p_0, ..., p_{K-2}        p_k = lift(u_k)
+    global blocks       h <- h (+) f(norm(read h))    f = BKMixer (or attention), then an MLP
     local input         byte j of patch k: e'(x_{kP+j-1}) (a start vector for j = 0)
-                        + (W_g norm(log_o h_k))_j
+                        + (W_g norm(read h_k))_j
     local blocks        causal Transformer over the P positions of the patch
     logits              W_out norm(local output)
 
@@ -15,15 +15,9 @@ so byte t is predicted from bytes < t only: patch k's global output has seen pat
 (the global input is shifted by one patch), and the local model adds the bytes of patch k
 before t (shifted by one byte).
 
-Lorentz residual (``geometry="lorentz"``): the hidden state h stays on the hyperboloid. A
-sublayer reads h through log_o (its tangent vector at the origin o, spatial part), and its
-output y, a tangent vector at o, is added by the gyro-addition h (+) exp_o(y) =
-exp_h(PT_{o->h}(y)): the hyperboloid counterpart of x + y (it is Möbius addition in the
-Poincaré ball). ``geometry="euclidean"`` is the same network with h + y. In both, the step is
-bounded smoothly to ``max_step`` and the state's radius to ``max_radius`` (y -> y
-tanhc(|y|/s), u -> u tanhc(|u|/R) with u = log_o h): float32 coordinates of a point at
-distance r from the origin are ~e^r, so unbounded residual streams overflow the hyperboloid
-long before they overflow a Euclidean stream (docs/MODEL.md).
+The global hidden state lives in a ``ResidualSpace``: on the Lorentz hyperboloid
+(``geometry="lorentz"``) or in R^D (``"euclidean"``, the ablation), with the same network
+otherwise. See ``ResidualSpace`` for the residual update and its bounds.
 """
 
 from __future__ import annotations
@@ -38,70 +32,126 @@ from resnetbk.geometry import Lorentz, lorentz
 from resnetbk.geometry.numerics import compute_dtype, norm, tanhc
 from resnetbk.model.base import ByteLM
 from resnetbk.model.config import ModelConfig
-from resnetbk.nn.attention import CausalSelfAttention, TransformerBlock
+from resnetbk.nn.attention import CausalSelfAttention, TransformerBlock, mlp
 from resnetbk.nn.bk_mixer import BKMixer
 from resnetbk.nn.parameter import ManifoldParameter
 
-__all__ = ["GlobalBlock", "MegaByteLM"]
+__all__ = ["INIT_RADIUS", "GlobalBlock", "MegaByteLM", "ResidualSpace", "soft_bound"]
+
+# Typical distance from the origin (or norm) of a patch embedding and of the pad at
+# initialisation: well inside ``max_radius`` (docs/MODEL.md, "Scales").
+INIT_RADIUS = 2.0
 
 
-def _mlp(d: int, ff_mult: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
+def soft_bound(v: torch.Tensor, bound: float) -> torch.Tensor:
+    """v rescaled to length ``bound * tanh(|v| / bound)``: v + O(|v|^3) for short vectors,
+    length < ``bound`` always, smooth, direction kept."""
+    return v * tanhc(norm(v) / bound)
 
 
-class GlobalBlock(nn.Module):
-    """Mixer sublayer then MLP sublayer, each with a residual valid on the model's space."""
+class ResidualSpace:
+    """Where the global model's hidden state lives, and how sublayers read and update it.
+
+    Lorentz (``hyperbolic=True``): h is a point of the hyperboloid <h, h>_L = -1/c (time
+    coordinate first, D + 1 coordinates). A sublayer reads the spatial part of log_o(h) (its
+    tangent vector at the origin o) and returns y in R^D, read as the tangent vector (0, y) at o;
+    the update is the gyro-addition
+
+        h (+) y = exp_h(PT_{o -> h}(0, y))
+
+    (the hyperboloid's counterpart of h + y; in the Poincaré ball it is Möbius addition), then
+    the radius r = d(o, h) is bounded: h <- exp_o(u R tanh(|u| / R) / |u|), u = log_o(h).
+    Euclidean: h is a vector of R^D, h (+) y = h + y, then |h| bounded the same way, so the two
+    differ in geometry only.
+
+    Bounds (why): the coordinates of a point at distance r from the origin are ~e^r / 2, so an
+    unbounded stream overflows float32 at r ~ 44 (``exp_h`` caps its rapidity there, which would
+    cut gradients); the step is first bounded to ``max_step`` (y -> soft_bound(y, max_step)),
+    the state to ``max_radius``, both smoothly. Then every point the model forms lies within
+    ``max_radius + max_step`` of the origin (triangle inequality): ``ModelConfig.validate``
+    keeps that <= 40.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        d = cfg.d_global
         self.hyperbolic = cfg.geometry == "lorentz"
         self.c = cfg.curvature
+        self.dim = cfg.d_global
         self.max_step, self.max_radius = cfg.max_step, cfg.max_radius
-        self.norm1 = nn.RMSNorm(d)
-        if cfg.mixer == "bk":
-            self.mixer: nn.Module = BKMixer(d, cfg.bk_channels or None, cfg.conv_modes)
-        else:
-            self.mixer = CausalSelfAttention(d, cfg.n_heads)
-        self.norm2 = nn.RMSNorm(d)
-        self.mlp = _mlp(d, cfg.ff_mult)
+
+    def lift(self, u: torch.Tensor) -> torch.Tensor:
+        """A state from u (..., D) in R^D (the tangent space at the origin), radius bounded;
+        computed in float32 at least (bf16 autocast keeps the residual stream in float32)."""
+        u = soft_bound(u.to(compute_dtype(u.dtype)), self.max_radius)
+        if not self.hyperbolic:
+            return u
+        return lorentz.expmap0(torch.cat([torch.zeros_like(u[..., :1]), u], -1), c=self.c)
 
     def read(self, h: torch.Tensor) -> torch.Tensor:
-        """The Euclidean features a sublayer sees: log_o(h) (spatial part) or h itself."""
+        """The Euclidean features (..., D) a sublayer sees: log_o(h) (spatial part) or h."""
         return lorentz.logmap0(h, c=self.c)[..., 1:] if self.hyperbolic else h
 
     def add(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Residual update h (+) y: gyro-addition on the hyperboloid, h + y in Euclidean space;
-        the step and the resulting radius smoothly bounded (``max_step``, ``max_radius``)."""
-        y = y.to(h.dtype)
-        y = y * tanhc(norm(y) / self.max_step)
+        """The residual update h (+) y with the step and the resulting radius bounded."""
+        y = soft_bound(y.to(h.dtype), self.max_step)
         if not self.hyperbolic:
-            h = h + y
-            return h * tanhc(norm(h) / self.max_radius)
+            return soft_bound(h + y, self.max_radius)
         v = torch.cat([torch.zeros_like(y[..., :1]), y], -1)  # tangent at the origin
-        o = lorentz.origin(y.shape[-1], c=self.c, dtype=h.dtype, device=h.device).expand_as(h)
+        o = lorentz.origin(self.dim, c=self.c, dtype=h.dtype, device=h.device).expand_as(h)
         h = lorentz.expmap(h, lorentz.parallel_transport(o, h, v, c=self.c), c=self.c)
-        u = lorentz.logmap0(h, c=self.c)  # radius r = |u| (distance from the origin)
-        return lorentz.expmap0(u * tanhc(norm(u) / self.max_radius), c=self.c)
+        return self.lift(self.read(h))
+
+    def new_pad(self) -> nn.Parameter:
+        """The learned global input of patch 0: a ``ManifoldParameter`` on the hyperboloid (the
+        Riemannian optimizer keeps it there) or a vector. Initialised at a random point like a
+        patch embedding's, not at the origin: the sublayers read it through RMSNorm, whose
+        gradient at 0 is 1/sqrt(eps)."""
+        u = torch.randn(self.dim) * (INIT_RADIUS / self.dim**0.5)
+        point = self.lift(u)
+        if not self.hyperbolic:
+            return nn.Parameter(point)
+        return ManifoldParameter(point, manifold=Lorentz(c=self.c))
+
+
+class GlobalBlock(nn.Module):
+    """Mixer sublayer then MLP sublayer, each a bounded residual update in ``space``."""
+
+    def __init__(self, cfg: ModelConfig, space: ResidualSpace) -> None:
+        super().__init__()
+        d = cfg.d_global
+        self.space = space
+        self.norm1 = nn.RMSNorm(d)
+        if cfg.mixer == "bk":
+            self.mixer: nn.Module = BKMixer(d, cfg.bk_channels or None, cfg.conv_modes,
+                                            conv_method=cfg.conv_method)
+        else:
+            self.mixer = CausalSelfAttention(d, cfg.n_heads)
+        self.norm2 = nn.RMSNorm(d)
+        self.mlp = mlp(d, cfg.ff_mult)
+        self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        h = self.add(h, self.mixer(self.norm1(self.read(h))))
-        return self.add(h, self.mlp(self.norm2(self.read(h))))
+        """States (B, K, D + 1) on the hyperboloid or (B, K, D) -> the same, causal along K."""
+        s = self.space
+        h = s.add(h, self.drop(self.mixer(self.norm1(s.read(h)))))
+        return s.add(h, self.drop(self.mlp(self.norm2(s.read(h)))))
 
     def empty_state(self, batch: int, like: torch.Tensor) -> Any:
+        """The mixer's generation state before the first patch (BKMixer state or KV cache)."""
         if isinstance(self.mixer, BKMixer):
             return self.mixer.init_state(batch, device=like.device, dtype=like.dtype)
         return self.mixer.empty_cache(batch, like)
 
     def step(self, h_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        y, state = self.mixer.step(self.norm1(self.read(h_t)), state)
-        h_t = self.add(h_t, y)
-        return self.add(h_t, self.mlp(self.norm2(self.read(h_t)))), state
+        """One patch: state h_t (B, D [+ 1]) and the mixer state -> (output, new mixer state)."""
+        s = self.space
+        y, state = self.mixer.step(self.norm1(s.read(h_t)), state)
+        h_t = s.add(h_t, self.drop(y))
+        return s.add(h_t, self.drop(self.mlp(self.norm2(s.read(h_t))))), state
 
 
 @dataclass
 class _GenState:
-    """Cached generation state: position, global mixer states, local caches, patch bytes."""
+    """Generation state: position, global mixer states, local caches, current patch so far."""
 
     batch: int
     t: int
@@ -120,37 +170,46 @@ class MegaByteLM(ByteLM):
         self.config = cfg
         self.seq_multiple = p = cfg.patch_size
         d, dl = cfg.d_global, cfg.d_local
-        self.hyperbolic = cfg.geometry == "lorentz"
+        self.space = ResidualSpace(cfg)
         self.global_bytes = nn.Embedding(256, cfg.byte_dim)
         self.patch_proj = nn.Linear(p * cfg.byte_dim, d)
-        if self.hyperbolic:
-            manifold = Lorentz(c=cfg.curvature)
-            self.pad = ManifoldParameter(lorentz.origin(d, c=cfg.curvature), manifold=manifold)
-        else:
-            self.pad = nn.Parameter(torch.zeros(d))
-        self.global_blocks = nn.ModuleList(GlobalBlock(cfg) for _ in range(cfg.n_global_layers))
+        self.pad = self.space.new_pad()
+        self.global_blocks = nn.ModuleList(
+            GlobalBlock(cfg, self.space) for _ in range(cfg.n_global_layers))
         self.global_norm = nn.RMSNorm(d)
         self.global_to_local = nn.Linear(d, p * dl)
         self.local_bytes = nn.Embedding(256, dl)
-        self.local_start = nn.Parameter(torch.zeros(dl))
+        self.local_start = nn.Parameter(torch.randn(dl))  # like a byte embedding
         self.local_blocks = nn.ModuleList(
-            TransformerBlock(dl, cfg.n_heads, cfg.ff_mult) for _ in range(cfg.n_local_layers))
+            TransformerBlock(dl, cfg.n_heads, cfg.ff_mult, cfg.dropout)
+            for _ in range(cfg.n_local_layers))
         self.local_norm = nn.RMSNorm(dl)
         self.head = nn.Linear(dl, 256)
+        with torch.no_grad():
+            # Patch embeddings of random bytes start at |u| ~ INIT_RADIUS (byte embeddings are
+            # N(0, 1)): PyTorch's default init would give |u| ~ sqrt(D / 3), 18 at D = 1024,
+            # where the radius bound saturates. Same in both geometries.
+            fan_in = p * cfg.byte_dim
+            self.patch_proj.weight.normal_(0.0, INIT_RADIUS / (fan_in * d) ** 0.5)
+            self.patch_proj.bias.zero_()
+
+    def _pad_state(self) -> torch.Tensor:
+        """The pad as a state (D + 1 or D coordinates). On the hyperboloid it is read through
+        ``project`` (the point with its spatial coordinates): a pad created in float32 and cast
+        to float64, or rounded by an optimizer step, is off the hyperboloid by rounding, and
+        every map after it assumes an exact point (the debug checks reject it in float64). On
+        the manifold, project is the identity, so the Riemannian gradient is unchanged."""
+        if self.space.hyperbolic:
+            return lorentz.project(self.pad, c=self.config.curvature)
+        return self.pad
 
     def _embed_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        """Patches (B, K, P) of bytes -> global inputs (B, K, D[+1]): points or vectors."""
-        u = self.patch_proj(self.global_bytes(patches).flatten(-2))
-        if not self.hyperbolic:
-            return u
-        u = u.to(compute_dtype(u.dtype))  # geometry in float32 at least (bf16 autocast)
-        return lorentz.expmap0(torch.cat([torch.zeros_like(u[..., :1]), u], -1),
-                               c=self.config.curvature)
+        """Patches (B, K, P) of bytes -> states (B, K, D [+ 1]) of the global model."""
+        return self.space.lift(self.patch_proj(self.global_bytes(patches).flatten(-2)))
 
     def _conditioning(self, h: torch.Tensor) -> torch.Tensor:
-        """Global outputs (..., D[+1]) -> local conditioning (..., P, d_local)."""
-        r = self.global_blocks[0].read(h) if self.hyperbolic else h
-        g = self.global_to_local(self.global_norm(r))
+        """Global outputs (..., D [+ 1]) -> local conditioning (..., P, d_local)."""
+        g = self.global_to_local(self.global_norm(self.space.read(h)))
         return g.unflatten(-1, (self.seq_multiple, self.config.d_local))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,7 +218,7 @@ class MegaByteLM(ByteLM):
         p = self.seq_multiple
         patches = x.view(b, t // p, p)
         emb = self._embed_patches(patches)
-        pad = self.pad.to(emb.dtype).expand(b, 1, -1)
+        pad = self._pad_state().to(emb.dtype).expand(b, 1, -1)
         h = torch.cat([pad, emb[:, :-1]], 1)  # global input shifted by one patch
         for block in self.global_blocks:
             h = block(h)
@@ -186,7 +245,7 @@ class MegaByteLM(ByteLM):
         b = state.batch
         if j == 0:  # a new patch: advance the global model by one patch
             if state.t == 0:
-                h_t = self.pad.expand(b, -1)
+                h_t = self._pad_state().expand(b, -1)
             else:
                 patch = torch.stack(state.patch, 1)[:, None]  # (B, 1, P)
                 h_t = self._embed_patches(patch)[:, 0]

@@ -28,9 +28,11 @@ class ByteTransformerLM(ByteLM):
         self.seq_multiple = 1
         d = cfg.d_model
         self.embed = nn.Embedding(256, d)
-        self.start = nn.Parameter(torch.zeros(d))
+        # Like a byte embedding (N(0, 1)); zero would sit where RMSNorm's gradient is 1/sqrt(eps).
+        self.start = nn.Parameter(torch.randn(d))
         self.blocks = nn.ModuleList(
-            TransformerBlock(d, cfg.n_heads, cfg.ff_mult) for _ in range(cfg.n_layers))
+            TransformerBlock(d, cfg.n_heads, cfg.ff_mult, cfg.dropout)
+            for _ in range(cfg.n_layers))
         self.norm = nn.RMSNorm(d)
         self.head = nn.Linear(d, 256)
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from resnetbk.nn._checks import check_size
 
-__all__ = ["CausalSelfAttention", "KVCache", "TransformerBlock", "apply_rope"]
+__all__ = ["CausalSelfAttention", "KVCache", "TransformerBlock", "apply_rope", "mlp"]
 
 
 class KVCache(NamedTuple):
@@ -87,26 +87,40 @@ class CausalSelfAttention(nn.Module):
         return self.out(y.reshape(b, d)), cache
 
 
-class TransformerBlock(nn.Module):
-    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x)) with a GELU MLP."""
+def mlp(d_model: int, ff_mult: int) -> nn.Sequential:
+    """The feed-forward sublayer: Linear(D -> ff D), GELU, Linear(ff D -> D)."""
+    return nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.GELU(),
+                         nn.Linear(ff_mult * d_model, d_model))
 
-    def __init__(self, d_model: int, n_heads: int, ff_mult: int = 4) -> None:
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + drop(attn(norm(x))), then x + drop(mlp(norm(x))) (GELU MLP).
+
+    ``dropout`` applies to each sublayer's output before the residual addition (inactive in
+    ``eval()`` mode, as generation should run).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, ff_mult: int = 4,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         check_size("TransformerBlock", "ff_mult", ff_mult)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"TransformerBlock: dropout must be in [0, 1), got {dropout!r}")
         self.norm1 = nn.RMSNorm(d_model)
         self.attn = CausalSelfAttention(d_model, n_heads)
         self.norm2 = nn.RMSNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, ff_mult * d_model), nn.GELU(),
-                                 nn.Linear(ff_mult * d_model, d_model))
+        self.mlp = mlp(d_model, ff_mult)
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop(self.attn(self.norm1(x)))
+        return x + self.drop(self.mlp(self.norm2(x)))
 
     def empty_cache(self, batch: int, like: torch.Tensor) -> KVCache:
         return self.attn.empty_cache(batch, like)
 
     def step(self, x_t: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, KVCache]:
+        """One position: x_t (B, D) and the cache -> (output (B, D), cache)."""
         y, cache = self.attn.step(self.norm1(x_t), cache)
-        x_t = x_t + y
-        return x_t + self.mlp(self.norm2(x_t)), cache
+        x_t = x_t + self.drop(y)
+        return x_t + self.drop(self.mlp(self.norm2(x_t))), cache

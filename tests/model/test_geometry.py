@@ -1,0 +1,129 @@
+"""The global model's residual space: hyperboloid constraint, bounds, extreme activations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from _model_variants import MICRO, P, make, random_bytes
+
+from resnetbk.geometry import lorentz
+from resnetbk.model.megabyte import soft_bound
+
+
+def _global_states(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The global model's input and the output of each block, for bytes x (B, K P)."""
+    b, t = x.shape
+    h = model._embed_patches(x.view(b, t // P, P))
+    h = torch.cat([model._pad_state().to(h.dtype).expand(b, 1, -1), h[:, :-1]], 1)
+    states = [h]
+    for block in model.global_blocks:
+        h = block(h)
+        states.append(h)
+    return states
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e4])
+def test_hidden_states_stay_on_the_hyperboloid(scale: float, gen: torch.Generator) -> None:
+    """In float32, with the embeddings and every sublayer's output scaled up (huge
+    activations): each state is finite, on the hyperboloid (|c<h,h>_L + 1| <= 1e-5 (1 + c h_0^2):
+    float32 rounding of coordinates ~cosh(r)) and within max_radius of the origin; the loss
+    and every gradient are finite."""
+    model = make("lorentz-bk", dtype=torch.float32)
+    c = MICRO.curvature
+    with torch.no_grad():
+        model.patch_proj.weight.mul_(scale)
+        for block in model.global_blocks:
+            block.mixer.out_proj.weight.mul_(scale)
+            block.mlp[2].weight.mul_(scale)
+    x = random_bytes(gen, 2, 6 * P)
+    with torch.no_grad():
+        for h in _global_states(model, x):
+            assert torch.isfinite(h).all()
+            err = (c * lorentz.inner(h, h) + 1).abs()
+            assert (err <= 1e-5 * (1 + c * h[..., 0] ** 2)).all(), err.max()
+            assert (h[..., 0] > 0).all()
+            assert (lorentz.dist0(h, c=c) <= MICRO.max_radius * (1 + 1e-5)).all()
+    model.loss(x).backward()
+    for n, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), n
+
+
+def test_hidden_states_in_float64_are_exactly_on_the_hyperboloid(gen: torch.Generator) -> None:
+    """Every state the model computes is on the hyperboloid to float64 rounding, the pad too
+    (a parameter initialised in float32 and cast: the model reads it through project)."""
+    model = make("lorentz-bk")
+    with torch.no_grad():
+        for h in _global_states(model, random_bytes(gen, 2, 6 * P)):
+            err = (MICRO.curvature * lorentz.inner(h, h) + 1).abs()
+            assert (err <= 1e-12 * (1 + h[..., 0] ** 2)).all()
+
+
+def test_euclidean_states_are_bounded_too(gen: torch.Generator) -> None:
+    model = make("euclidean-bk", dtype=torch.float32)
+    with torch.no_grad():
+        model.patch_proj.weight.mul_(1e4)
+        for h in _global_states(model, random_bytes(gen, 2, 6 * P)):
+            assert (h.norm(dim=-1) <= MICRO.max_radius * (1 + 1e-5)).all()
+
+
+def test_gyro_addition_of_a_short_step_is_the_tangent_sum_near_the_origin() -> None:
+    """Near the origin the hyperboloid is flat: log_o(h (+) y) = log_o(h) + y + O(|u|^2 |y|)."""
+    model = make("lorentz-bk")
+    space = model.space
+    u = 1e-4 * torch.randn(3, MICRO.d_global, dtype=torch.float64)
+    y = 1e-4 * torch.randn(3, MICRO.d_global, dtype=torch.float64)
+    got = space.read(space.add(space.lift(u), y))
+    torch.testing.assert_close(got, u + y, rtol=0, atol=2e-9)  # |u|, |y| ~ 6e-4
+    assert not torch.allclose(got, u + y, rtol=0, atol=1e-13)  # it is not plain addition
+
+
+def test_gyro_addition_from_the_origin_is_the_exponential_map() -> None:
+    """o (+) y = exp_o(y) exactly: the state after one step from the origin has radius
+    R tanh(|y|_bounded / R) (the step bound, then the radius bound)."""
+    model = make("lorentz-bk")
+    space = model.space
+    o = lorentz.origin(MICRO.d_global, c=MICRO.curvature, dtype=torch.float64)
+    y = torch.randn(MICRO.d_global, dtype=torch.float64)
+    y = y * (2.5 / y.norm())
+    h = space.add(o, y)
+    s, r = MICRO.max_step, MICRO.max_radius
+    want = r * math.tanh(s * math.tanh(2.5 / s) / r)
+    assert math.isclose(float(lorentz.dist0(h, c=MICRO.curvature)), want, rel_tol=1e-12)
+    direction = space.read(h) / space.read(h).norm()
+    torch.testing.assert_close(direction, y / y.norm(), rtol=0, atol=1e-12)
+
+
+def test_soft_bound_values_and_gradients() -> None:
+    v = torch.randn(5, 7, dtype=torch.float64)
+    lengths = torch.tensor([0.0, 1e-30, 1e-3, 0.7, 50.0], dtype=torch.float64)[:, None]
+    v = v / v.norm(dim=-1, keepdim=True) * lengths
+    out = soft_bound(v, 2.0)
+    want = 2.0 * torch.tanh(lengths / 2.0)
+    torch.testing.assert_close(out.norm(dim=-1, keepdim=True), want, rtol=1e-14, atol=0)
+    assert torch.equal(soft_bound(torch.zeros(3), 1.0), torch.zeros(3))
+    for dtype, big in ((torch.float32, 1e30), (torch.float64, 1e300)):
+        x = torch.tensor([[0.0, 0.0], [3e-3, 4e-3], [3.0, 4.0], [big, big]], dtype=dtype,
+                         requires_grad=True)
+        soft_bound(x, 2.0).sum().backward()
+        assert torch.isfinite(x.grad).all(), dtype
+        torch.testing.assert_close(x.grad[0], torch.ones(2, dtype=dtype))  # identity at 0
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: soft_bound(t, 0.5), (x,))
+    small = (1e-3 * torch.randn(4, 3, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: soft_bound(t, 0.5), (small,))
+
+
+@pytest.mark.parametrize("name", ["lorentz-bk", "euclidean-bk", "lorentz-attention"])
+def test_bf16_autocast_is_finite(name: str, gen: torch.Generator) -> None:
+    model = make(name, dtype=torch.float32)
+    x = random_bytes(gen, 2, 8 * P)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model.loss(x)
+        states = _global_states(model, x)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(h.dtype == torch.float32 for h in states)  # the residual stream stays float32
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert abs(loss.item() - model.loss(x).item()) < 0.1
