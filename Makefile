@@ -13,9 +13,11 @@ $(STAMP): pyproject.toml scripts/setup.sh
 
 # Main job: train the tiny ResNet-BK byte language model on the Python standard library's
 # source (2 CPU cores: minutes), print its validation bits per byte, then generate a sample.
+# Each run gets its own folder, so running it again never touches an earlier run.
 demo: $(STAMP)
-	$(VENV)/bin/resnetbk train --preset tiny --out runs/tiny
-	$(VENV)/bin/resnetbk generate runs/tiny --prompt "def " --bytes 400
+	@out=runs/tiny-$$(date +%Y%m%d-%H%M%S); \
+	$(VENV)/bin/resnetbk train --preset tiny --out $$out && \
+	$(VENV)/bin/resnetbk generate $$out --prompt "def " --bytes 400
 
 # The earlier demo: the stdlib package tree embedded in the Poincaré disk vs Euclidean space.
 demo-tree: $(STAMP)
