@@ -21,6 +21,7 @@ Results: ``bench/results/lm_gpu_<gpu>.json``. Usage: ``python bench/lm_gpu.py
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -42,7 +43,7 @@ CONTEXTS = {8192: 8, 65536: 1}  # context bytes -> batch (same bytes per step)
 def models() -> dict[str, ModelConfig]:
     """The three compared configurations, derived from the `small` preset."""
     bk = MODEL_PRESETS["small"]
-    euclid = ModelConfig(**{**bk.__dict__, "geometry": "euclidean"})
+    euclid = dataclasses.replace(bk, geometry="euclidean")
     return {"resnetbk_lorentz": bk, "resnetbk_euclidean": euclid,
             "transformer": baseline_config(bk)}
 

@@ -127,3 +127,12 @@ def test_bf16_autocast_is_finite(name: str, gen: torch.Generator) -> None:
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
     assert abs(loss.item() - model.loss(x).item()) < 0.1
+
+
+@pytest.mark.parametrize("name", ["lorentz-bk", "euclidean-bk"])
+def test_add_read_returns_the_features_of_the_new_state(name: str) -> None:
+    """The features add_read hands to the next sublayer are read() of the state it returns."""
+    space = make(name).space
+    h = space.lift(3 * torch.randn(4, MICRO.d_global, dtype=torch.float64))
+    new, features = space.add_read(h, 5 * torch.randn(4, MICRO.d_global, dtype=torch.float64))
+    torch.testing.assert_close(features, space.read(new), rtol=1e-12, atol=1e-12)

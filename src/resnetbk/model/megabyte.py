@@ -81,7 +81,10 @@ class ResidualSpace:
     def lift(self, u: torch.Tensor) -> torch.Tensor:
         """A state from u (..., D) in R^D (the tangent space at the origin), radius bounded;
         computed in float32 at least (bf16 autocast keeps the residual stream in float32)."""
-        u = soft_bound(u.to(compute_dtype(u.dtype)), self.max_radius)
+        return self._from_features(soft_bound(u.to(compute_dtype(u.dtype)), self.max_radius))
+
+    def _from_features(self, u: torch.Tensor) -> torch.Tensor:
+        """The state whose ``read`` is u: exp_o(0, u), or u itself."""
         if not self.hyperbolic:
             return u
         return lorentz.expmap0(torch.cat([torch.zeros_like(u[..., :1]), u], -1), c=self.c)
@@ -92,13 +95,20 @@ class ResidualSpace:
 
     def add(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The residual update h (+) y with the step and the resulting radius bounded."""
+        return self.add_read(h, y)[0]
+
+    def add_read(self, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h (+) y, read(h (+) y)): the radius bound already yields the new state's features,
+        so the next sublayer needs no second log_o."""
         y = soft_bound(y.to(h.dtype), self.max_step)
         if not self.hyperbolic:
-            return soft_bound(h + y, self.max_radius)
+            h = soft_bound(h + y, self.max_radius)
+            return h, h
         v = torch.cat([torch.zeros_like(y[..., :1]), y], -1)  # tangent at the origin
         o = lorentz.origin(self.dim, c=self.c, dtype=h.dtype, device=h.device).expand_as(h)
         h = lorentz.expmap(h, lorentz.parallel_transport(o, h, v, c=self.c), c=self.c)
-        return self.lift(self.read(h))
+        u = soft_bound(self.read(h), self.max_radius)
+        return self._from_features(u), u
 
     def new_pad(self) -> nn.Parameter:
         """The learned global input of patch 0: a ``ManifoldParameter`` on the hyperboloid (the
@@ -132,8 +142,8 @@ class GlobalBlock(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """States (B, K, D + 1) on the hyperboloid or (B, K, D) -> the same, causal along K."""
         s = self.space
-        h = s.add(h, self.drop(self.mixer(self.norm1(s.read(h)))))
-        return s.add(h, self.drop(self.mlp(self.norm2(s.read(h)))))
+        h, r = s.add_read(h, self.drop(self.mixer(self.norm1(s.read(h)))))
+        return s.add(h, self.drop(self.mlp(self.norm2(r))))
 
     def empty_state(self, batch: int, like: torch.Tensor) -> Any:
         """The mixer's generation state before the first patch (BKMixer state or KV cache)."""
@@ -145,8 +155,8 @@ class GlobalBlock(nn.Module):
         """One patch: state h_t (B, D [+ 1]) and the mixer state -> (output, new mixer state)."""
         s = self.space
         y, state = self.mixer.step(self.norm1(s.read(h_t)), state)
-        h_t = s.add(h_t, self.drop(y))
-        return s.add(h_t, self.drop(self.mlp(self.norm2(s.read(h_t))))), state
+        h_t, r = s.add_read(h_t, self.drop(y))
+        return s.add(h_t, self.drop(self.mlp(self.norm2(r)))), state
 
 
 @dataclass
