@@ -8,6 +8,9 @@ ResNet-BK and ``baseline_config`` of it for the Transformer (parameter counts in
    AdamW) on random bytes, bytes/s = batch x context / median step time (CUDA events, after
    warm-up), and peak memory (``torch.cuda.max_memory_allocated``). Batch 8 at 8K, 1 at 64K:
    the same bytes per step. A configuration that runs out of memory is recorded as such.
+   The Lorentz model is measured twice: with the fused geometry kernels (``backend("auto")``,
+   the default) and with the torch reference geometry (``backend("torch")``, entry
+   ``resnetbk_lorentz_torch_geometry``): the end-to-end effect of ``resnetbk.kernels``.
 2. **Generation**: bytes/s of ``generate`` (batch 1, cached state) for 512 new bytes after a
    64-byte prompt, greedy.
 3. **Equal wall-clock training** (``--train-seconds S``, default 120): each model trained by
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from resnetbk.kernels import dispatch
 from resnetbk.model import MODEL_PRESETS, baseline_config, build_model
 from resnetbk.model.config import ModelConfig
 
@@ -54,7 +58,8 @@ def git_rev() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def step_throughput(cfg: ModelConfig, context: int, batch: int, reps: int = 5) -> dict:
+def step_throughput(cfg: ModelConfig, context: int, batch: int, reps: int = 5,
+                    geometry_backend: str = "auto") -> dict:
     """Median optimizer-step time and peak memory at (batch, context), bf16 autocast."""
     torch.manual_seed(0)
     model = build_model(cfg).cuda()
@@ -62,7 +67,7 @@ def step_throughput(cfg: ModelConfig, context: int, batch: int, reps: int = 5) -
     x = torch.randint(0, 256, (batch, context), device="cuda")
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda", dtype=torch.bfloat16), dispatch.backend(geometry_backend):
             loss = model.loss(x)
         loss.backward()
         opt.step()
@@ -126,6 +131,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-seconds", type=float, default=120.0)
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--models", nargs="*", default=None,
+                        help="only these entries (default: all)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench/lm_gpu.py needs a CUDA device")
@@ -143,11 +150,18 @@ def main() -> None:
     def save() -> None:  # after every phase: a run cut short keeps what it measured
         path.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
-    for name, cfg in cfgs.items():
-        entry: dict[str, object] = {"config": cfg.__dict__,
+    if args.models:
+        cfgs = {k: v for k, v in cfgs.items() if k in args.models}
+    runs = [(name, cfg, "auto") for name, cfg in cfgs.items()]
+    if "resnetbk_lorentz" in cfgs:
+        runs.append(("resnetbk_lorentz_torch_geometry", cfgs["resnetbk_lorentz"], "torch"))
+    for name, cfg, mode in runs:
+        entry: dict[str, object] = {"config": cfg.__dict__, "geometry_backend": mode,
                                     "parameters": build_model(cfg).num_parameters()}
-        entry["throughput"] = [step_throughput(cfg, ctx, b) for ctx, b in CONTEXTS.items()]
-        entry["generation"] = generation_rate(cfg)
+        entry["throughput"] = [step_throughput(cfg, ctx, b, geometry_backend=mode)
+                               for ctx, b in CONTEXTS.items()]
+        if mode == "auto":
+            entry["generation"] = generation_rate(cfg)
         result["models"][name] = entry
         print(name, json.dumps({k: v for k, v in entry.items() if k != "config"}), flush=True)
         torch.cuda.empty_cache()

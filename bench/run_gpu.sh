@@ -19,6 +19,7 @@ for whl in .whl/*.whl; do
 done
 export PYTHONPATH=/tmp/site
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+touch /tmp/run_gpu.start  # results written after this moment are copied to $OUT
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -m resnetbk.cli info | tee "$OUT/info.txt"
 # Default selection (slow tests excluded; GPU tests run here); extra pytest arguments pass through.
@@ -28,9 +29,11 @@ echo "pytest exit code: $status"
 # GPU benchmarks (each writes bench/results/<name>_<gpu>.json); logs and results go to $OUT.
 # BENCHES overrides the list, e.g. BENCHES=bench/lm_gpu.py (the language-model comparison,
 # ~8 minutes: not in the default list, which must fit one 10-minute device call).
-for bench in ${BENCHES:-bench/bk_gpu.py bench/green_table.py bench/conv_gpu.py}; do
+# BENCH_TIMEOUT (seconds, default 600) caps each benchmark so that one slow benchmark cannot
+# take the results of the others with it.
+for bench in ${BENCHES-bench/bk_gpu.py bench/green_table.py bench/conv_gpu.py}; do
   echo "== $bench" | tee -a "$OUT/bench.txt"
-  python3 "$bench" 2>&1 | tee -a "$OUT/bench.txt"
+  timeout "${BENCH_TIMEOUT:-600}" python3 $bench 2>&1 | tee -a "$OUT/bench.txt"
 done
-cp bench/results/*_nvidia_* bench/results/*.png "$OUT/" 2>/dev/null
+find bench/results -newer /tmp/run_gpu.start -type f -exec cp {} "$OUT/" \;
 exit "$status"

@@ -23,8 +23,11 @@ def test_info_reports_versions_device_and_backends(capsys: pytest.CaptureFixture
     backend_lines = [line for line in out.splitlines() if line.startswith("  ")]
     assert backend_lines, "no backend table"
     rows = {line.split()[0]: line.split()[1] for line in backend_lines}
-    # No fused geometry kernels exist yet: every geometry op must say it runs the reference.
-    assert all(b == "torch" for op, b in rows.items() if op.startswith(("poincare", "lorentz")))
+    # Geometry ops: the reference on CPU; on CUDA the fused path kernels/dispatch.py names.
+    from resnetbk.kernels.dispatch import FUSED_PATHS
+
+    for op, (kind, _) in FUSED_PATHS.items():
+        assert rows[op] == (kind if torch.cuda.is_available() else "torch"), op
     # BK ops name the backend their dispatch really picks for a tensor of this machine.
     from resnetbk.bk import GreenTable, causal_green, green
 

@@ -33,27 +33,28 @@ def _package_version(name: str) -> str:
 
 
 def _backend_table() -> list[tuple[str, str, str]]:
-    """(op, backend, why) for the ops that have or will have fused kernels, as dispatched on
-    this machine (CUDA tensors on CUDA machines; CPU tensors otherwise)."""
+    """(op, path, why) for each dispatched op, as it runs on this machine for float32 tensors
+    of its default device (CUDA tensors on CUDA machines; CPU tensors otherwise)."""
     from resnetbk.bk import green
+    from resnetbk.kernels import dispatch
 
     cuda = torch.cuda.is_available()
-    triton = importlib.util.find_spec("triton") is not None
-    if cuda:
-        why = "no fused Triton kernel exists yet for this op; runs as torch ops on CUDA"
-    else:
-        why = "CPU tensors always use the exact torch reference"
-    ops = (
-        "poincare.mobius_add", "poincare.mobius_matvec", "poincare.expmap0", "poincare.logmap0",
-        "poincare.dist", "lorentz.dist", "lorentz.cdist", "lorentz.expmap0", "lorentz.logmap0",
-    )
-    rows = [(op, "torch", why) for op in ops]
+    probe = torch.zeros(1, device="cuda" if cuda else "cpu")
+    try:
+        fused = dispatch.use_kernels(probe)
+        reason = ("CUDA tensor, backend " + dispatch.requested_backend()) if fused else (
+            "CPU tensors always use the exact torch reference" if not cuda else
+            f"{dispatch.ENV_VAR}=torch or triton not installed")
+    except (RuntimeError, ValueError) as exc:  # a bad RESNETBK_BACKEND: say so in the table
+        fused, reason = False, str(exc)
+    rows = [(op, kind if fused else "torch", what if fused else reason)
+            for op, (kind, what) in dispatch.FUSED_PATHS.items()]
     if cuda and "triton" in green._BACKENDS:
-        rows.append(("bk.causal_green", "triton", "row-parallel Triton scan and adjoint kernels"))
+        rows.append(("bk.causal_green", "triton", "chunked Triton scan and adjoint kernels"))
     else:
         rows.append(("bk.causal_green", "torch", "chunked torch scan (" + (
             "triton not installed)" if cuda else "CPU tensors)")))
-    if cuda and triton:
+    if cuda and dispatch.triton_installed():
         rows.append(("bk.GreenTable", "triton", "Triton gather + lerp (float32/half)"))
     else:
         rows.append(("bk.GreenTable", "torch", "torch gather + lerp (" + (
@@ -79,7 +80,7 @@ def cmd_info(args: argparse.Namespace) -> int:
               f"{torch.get_num_threads()} threads (no CUDA device)")
     print("backends:")
     for op, backend, why in _backend_table():
-        print(f"  {op:<24} {backend:<7} {why}")
+        print(f"  {op:<28} {backend:<8} {why}")
     return 0
 
 

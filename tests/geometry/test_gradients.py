@@ -214,3 +214,16 @@ def test_logmap0_gradient_is_finite_far_from_the_origin() -> None:
     space = (torch.randn(4, 3) * 1e6).requires_grad_()
     lorentz.logmap0(lorentz.from_spatial(space, c=1.0), c=1.0).sum().backward()
     assert torch.isfinite(space.grad).all()
+
+
+@pytest.mark.parametrize("name", ["mobius_add", "dist", "logmap", "expmap"])
+def test_gradients_finite_at_the_origin(name: str, gen: torch.Generator) -> None:
+    """x = 0 (a zero-initialised bias, the origin) is an ordinary point: finite gradients.
+    Regression: sqrt(|x|^2) in the input reading gave 0 * inf = NaN there."""
+    from resnetbk.geometry import poincare
+
+    x = torch.zeros(3, 4, dtype=torch.float64, requires_grad=True)
+    y = (0.1 * torch.randn(3, 4, dtype=torch.float64, generator=gen)).requires_grad_()
+    out = getattr(poincare, name)(x, y, c=1.0)
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()

@@ -45,6 +45,7 @@ from resnetbk.geometry.numerics import (
 from resnetbk.geometry.numerics import (
     norm as euclidean_norm,
 )
+from resnetbk.kernels.dispatch import compiled_reference
 
 Curvature = float | torch.Tensor
 
@@ -367,6 +368,10 @@ def expmap(x: torch.Tensor, u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     which does not cancel at points far from the origin; u must be tangent at x.
     """
     _validate(c, {"x": x}, {"u": u}, base=x)
+    return compiled_reference(_expmap_stored, x, u, c=c)
+
+
+def _expmap_stored(x: torch.Tensor, u: torch.Tensor, c: Curvature) -> torch.Tensor:
     xc, uc = upcast(x, u)
     return _expmap(xc, uc, as_curvature(c, xc), x.dtype).to(x.dtype)
 
@@ -378,6 +383,10 @@ def expmap0(u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     _validate(c, {}, {"u": u})
     if debug_enabled() and bool((u[..., 0] != 0).any()):
         raise ValueError("u must be tangent at the origin: its time coordinate u[..., 0] must be 0")
+    return compiled_reference(_expmap0, u, c=c)
+
+
+def _expmap0(u: torch.Tensor, c: Curvature) -> torch.Tensor:
     (uc,) = upcast(u)
     cc = as_curvature(c, uc)
     sc = sqrt_c(cc)
@@ -390,6 +399,10 @@ def expmap0(u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
 def logmap0(y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Logarithmic map at the origin: (0, asinh(sqrt(c)|y_space|)/sqrt(c) y_space/|y_space|)."""
     _validate(c, {"y": y})
+    return compiled_reference(_logmap0, y, c=c)
+
+
+def _logmap0(y: torch.Tensor, c: Curvature) -> torch.Tensor:
     (yc,) = upcast(y)
     cc = as_curvature(c, yc)
     sc = sqrt_c(cc)
@@ -425,9 +438,13 @@ def dist(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, keepdim: bool = Fals
     (``_half_chord2``), which keeps nearby points far from the origin accurate.
     """
     _validate(c, {"x": x, "y": y})
+    out = compiled_reference(_dist_stored, x, y, c=c)
+    return out if keepdim else out.squeeze(-1)
+
+
+def _dist_stored(x: torch.Tensor, y: torch.Tensor, c: Curvature) -> torch.Tensor:
     xc, yc = upcast(x, y)
-    out = _dist(xc, yc, as_curvature(c, xc))
-    return (out if keepdim else out.squeeze(-1)).to(x.dtype)
+    return _dist(xc, yc, as_curvature(c, xc)).to(x.dtype)
 
 
 def dist0(x: torch.Tensor, *, c: Curvature, keepdim: bool = False) -> torch.Tensor:
@@ -476,6 +493,11 @@ def parallel_transport(
     frame form. v must be tangent at x.
     """
     _validate(c, {"x": x, "y": y}, {"v": v}, base=x)
+    return compiled_reference(_parallel_transport, x, y, v, c=c)
+
+
+def _parallel_transport(x: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
+                        c: Curvature) -> torch.Tensor:
     xc, yc, vc = upcast(x, y, v)
     cc = as_curvature(c, xc)
     h2 = _half_chord2(xc, yc, cc)

@@ -40,6 +40,7 @@ from resnetbk.geometry.numerics import (
     sqrt_c,
     upcast,
 )
+from resnetbk.kernels.dispatch import compiled_reference, curvature_value, use_row_kernel
 
 Curvature = float | torch.Tensor
 
@@ -128,9 +129,10 @@ def _read_rows(x: torch.Tensor, c: Curvature,
                storage_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(f, a): the read point is f x (see ``_read``) and a = 1 - c|f x|^2 its gap, both per row,
     from one reduction over x (no full-size temporary)."""
-    sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).pow(2)
-    f = clip_factor(sq.sqrt(), read_radius(storage_dtype) / sqrt_c(c))
-    return f, 1 - c * (f * f) * sq
+    # The norm, not sqrt(|x|^2): its gradient at x = 0 is 0, where sqrt's would be 0 * inf = NaN.
+    n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    f = clip_factor(n, read_radius(storage_dtype) / sqrt_c(c))
+    return f, 1 - c * (f * n).pow(2)
 
 
 def _mobius_add_rows(x: torch.Tensor, y: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor,
@@ -229,6 +231,10 @@ def project(x: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Move points with sqrt(c)|x| > 1 - BALL_EPS[dtype] radially onto that sphere."""
     check_floating("x", x)
     check_curvature(c)
+    if use_row_kernel(x, c=c):
+        from resnetbk.kernels.poincare_radial import project as fused
+
+        return fused(x, curvature_value(c))
     (xc,) = upcast(x)
     return _project(xc, as_curvature(c, xc), x.dtype).to(x.dtype)
 
@@ -236,6 +242,10 @@ def project(x: torch.Tensor, *, c: Curvature) -> torch.Tensor:
 def mobius_add(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Möbius addition x ⊕ y."""
     _validate(c, x=x, y=y)
+    if use_row_kernel(x, y, c=c):
+        from resnetbk.kernels.mobius_add import mobius_add as fused
+
+        return fused(x, y, curvature_value(c))
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
     fx, gx = _read_rows(xc, cc, x.dtype)
@@ -302,6 +312,10 @@ def expmap0(u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Exponential map at the origin: tanh(sqrt(c)|u|) u / (sqrt(c)|u|)."""
     check_floating("u", u)
     check_curvature(c)
+    if use_row_kernel(u, c=c):
+        from resnetbk.kernels.poincare_radial import expmap0 as fused
+
+        return fused(u, curvature_value(c))
     (uc,) = upcast(u)
     cc = as_curvature(c, uc)
     sc = sqrt_c(cc)
@@ -314,6 +328,10 @@ def expmap0(u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
 def logmap0(y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     """Logarithmic map at the origin: artanh(sqrt(c)|y|) y / (sqrt(c)|y|)."""
     _validate(c, y=y)
+    if use_row_kernel(y, c=c):
+        from resnetbk.kernels.poincare_radial import logmap0 as fused
+
+        return fused(y, curvature_value(c))
     (yc,) = upcast(y)
     cc = as_curvature(c, yc)
     sc = sqrt_c(cc)
@@ -329,6 +347,10 @@ def expmap(x: torch.Tensor, u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     The gap 1 - c|w|^2 = sech(t)^2 is computed from t, not from w (where it would cancel).
     """
     _validate(c, ("u",), x=x, u=u)
+    return compiled_reference(_expmap, x, u, c=c)
+
+
+def _expmap(x: torch.Tensor, u: torch.Tensor, c: Curvature) -> torch.Tensor:
     xc, uc = upcast(x, u)
     cc = as_curvature(c, xc)
     fx, gx = _read_rows(xc, cc, x.dtype)
@@ -347,6 +369,10 @@ def logmap(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     log_x(y) = asinh(z)/z / (a_y sqrt(1 + z^2)) (a_x delta - c|delta|^2 x).
     """
     _validate(c, x=x, y=y)
+    return compiled_reference(_logmap, x, y, c=c)
+
+
+def _logmap(x: torch.Tensor, y: torch.Tensor, c: Curvature) -> torch.Tensor:
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
     fx, gx = _read_rows(xc, cc, x.dtype)
@@ -368,13 +394,17 @@ def dist(x: torch.Tensor, y: torch.Tensor, *, c: Curvature, keepdim: bool = Fals
     eps/(1 - c|x|^2)^2 for nearby points near the boundary.
     """
     _validate(c, x=x, y=y)
+    out = compiled_reference(_dist, x, y, c=c)
+    return out if keepdim else out.squeeze(-1)
+
+
+def _dist(x: torch.Tensor, y: torch.Tensor, c: Curvature) -> torch.Tensor:
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
     fx, gx = _read_rows(xc, cc, x.dtype)
     fy, gy = _read_rows(yc, cc, x.dtype)
     _, z = _dist_arg(xc, yc, fx, fy, gx, gy, cc)
-    out = 2 / sqrt_c(cc) * torch.asinh(z)
-    return (out if keepdim else out.squeeze(-1)).to(x.dtype)
+    return (2 / sqrt_c(cc) * torch.asinh(z)).to(x.dtype)
 
 
 def dist0(x: torch.Tensor, *, c: Curvature, keepdim: bool = False) -> torch.Tensor:
