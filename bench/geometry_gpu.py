@@ -130,7 +130,7 @@ def bench_op(name: str, d: int, dtype: torch.dtype, n_elems: int, copy_bps: floa
         for train, nbytes in ((False, fwd_bytes), (True, train_bytes)):
             key = f"{peer}_{'fwd_bwd' if train else 'fwd'}"
             try:
-                ms = time_ms(runner(f, inputs, train, mode), reps=20)
+                ms = time_ms(runner(f, inputs, train, mode), reps=10)
             except Exception as exc:  # a failing peer is reported, not fatal
                 row[key] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
                 continue

@@ -131,6 +131,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-seconds", type=float, default=120.0)
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true",
+                        help="only the equal-wall-clock training; other entries of an "
+                             "existing results file are kept")
     parser.add_argument("--models", nargs="*", default=None,
                         help="only these entries (default: all)")
     args = parser.parse_args()
@@ -147,6 +150,11 @@ def main() -> None:
     path = RESULTS / f"lm_gpu_{slug}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
 
+    if args.skip_throughput and path.exists():
+        previous = json.loads(path.read_text())
+        result["models"] = previous.get("models", {})
+        result["throughput_git"] = previous.get("git")
+
     def save() -> None:  # after every phase: a run cut short keeps what it measured
         path.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
@@ -155,7 +163,7 @@ def main() -> None:
     runs = [(name, cfg, "auto") for name, cfg in cfgs.items()]
     if "resnetbk_lorentz" in cfgs:
         runs.append(("resnetbk_lorentz_torch_geometry", cfgs["resnetbk_lorentz"], "torch"))
-    for name, cfg, mode in runs:
+    for name, cfg, mode in [] if args.skip_throughput else runs:
         entry: dict[str, object] = {"config": cfg.__dict__, "geometry_backend": mode,
                                     "parameters": build_model(cfg).num_parameters()}
         entry["throughput"] = [step_throughput(cfg, ctx, b, geometry_backend=mode)
@@ -170,7 +178,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for name, cfg in cfgs.items():
                 res = train_for(name, cfg, args.train_seconds, Path(tmp))
-                result["models"][name]["train"] = res
+                result["models"].setdefault(name, {})["train"] = res
                 print(name, "train", json.dumps(res, default=str), flush=True)
                 save()
     print(f"wrote {path}")

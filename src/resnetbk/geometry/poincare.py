@@ -40,7 +40,12 @@ from resnetbk.geometry.numerics import (
     sqrt_c,
     upcast,
 )
-from resnetbk.kernels.dispatch import compiled_reference, curvature_value, use_row_kernel
+from resnetbk.kernels.dispatch import (
+    compiled_reference,
+    curvature_value,
+    use_kernels,
+    use_row_kernel,
+)
 
 Curvature = float | torch.Tensor
 
@@ -235,6 +240,10 @@ def project(x: torch.Tensor, *, c: Curvature) -> torch.Tensor:
         from resnetbk.kernels.poincare_radial import project as fused
 
         return fused(x, curvature_value(c))
+    return compiled_reference(_project_stored, x, c=c)
+
+
+def _project_stored(x: torch.Tensor, c: Curvature) -> torch.Tensor:
     (xc,) = upcast(x)
     return _project(xc, as_curvature(c, xc), x.dtype).to(x.dtype)
 
@@ -246,6 +255,10 @@ def mobius_add(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tenso
         from resnetbk.kernels.mobius_add import mobius_add as fused
 
         return fused(x, y, curvature_value(c))
+    return compiled_reference(_mobius_add_stored, x, y, c=c)
+
+
+def _mobius_add_stored(x: torch.Tensor, y: torch.Tensor, c: Curvature) -> torch.Tensor:
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
     fx, gx = _read_rows(xc, cc, x.dtype)
@@ -287,6 +300,10 @@ def mobius_matvec(m: torch.Tensor, x: torch.Tensor, *, c: Curvature) -> torch.Te
             f"m must be a matrix of shape (out, {x.shape[-1]}) for x{tuple(x.shape)}, "
             f"got m{tuple(m.shape)}"
         )
+    if use_kernels(m, x, c=c):
+        from resnetbk.kernels.poincare_linear import mobius_matvec as fused
+
+        return fused(m, x, curvature_value(c))
     xc, mc = upcast(x, m)
     cc = as_curvature(c, xc)
     sc = sqrt_c(cc)
@@ -316,6 +333,10 @@ def expmap0(u: torch.Tensor, *, c: Curvature) -> torch.Tensor:
         from resnetbk.kernels.poincare_radial import expmap0 as fused
 
         return fused(u, curvature_value(c))
+    return compiled_reference(_expmap0_stored, u, c=c)
+
+
+def _expmap0_stored(u: torch.Tensor, c: Curvature) -> torch.Tensor:
     (uc,) = upcast(u)
     cc = as_curvature(c, uc)
     sc = sqrt_c(cc)
@@ -332,6 +353,10 @@ def logmap0(y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
         from resnetbk.kernels.poincare_radial import logmap0 as fused
 
         return fused(y, curvature_value(c))
+    return compiled_reference(_logmap0_stored, y, c=c)
+
+
+def _logmap0_stored(y: torch.Tensor, c: Curvature) -> torch.Tensor:
     (yc,) = upcast(y)
     cc = as_curvature(c, yc)
     sc = sqrt_c(cc)

@@ -37,10 +37,16 @@ MAX_ROW_DIM = 4096
 # Which of the two an op gets was decided by measurement (bench/geometry_gpu.py,
 # docs/PERFORMANCE.md).
 FUSED_PATHS: dict[str, tuple[str, str]] = {
-    "poincare.mobius_add": ("triton", "row kernel, analytic backward (kernels/mobius_add.py)"),
-    "poincare.expmap0": ("triton", "radial row kernel (kernels/poincare_radial.py)"),
-    "poincare.logmap0": ("triton", "radial row kernel (kernels/poincare_radial.py)"),
-    "poincare.project": ("triton", "radial row kernel (kernels/poincare_radial.py)"),
+    "poincare.mobius_add": ("triton", "row kernel (kernels/mobius_add.py); with autograd: "
+                                      "torch.compile of the reference"),
+    "poincare.expmap0": ("triton", "radial row kernel (kernels/poincare_radial.py); with "
+                                   "autograd: torch.compile of the reference"),
+    "poincare.logmap0": ("triton", "radial row kernel (kernels/poincare_radial.py); with "
+                                   "autograd: torch.compile of the reference"),
+    "poincare.project": ("triton", "radial row kernel (kernels/poincare_radial.py); with "
+                                   "autograd: torch.compile of the reference"),
+    "poincare.mobius_matvec": ("triton",
+                               "cuBLAS GEMM + triton row epilogue (kernels/poincare_linear.py)"),
     "poincare.expmap": ("compile", "torch.compile of the reference"),
     "poincare.logmap": ("compile", "torch.compile of the reference"),
     "poincare.dist": ("compile", "torch.compile of the reference"),
@@ -49,6 +55,7 @@ FUSED_PATHS: dict[str, tuple[str, str]] = {
     "lorentz.expmap": ("compile", "torch.compile of the reference"),
     "lorentz.parallel_transport": ("compile", "torch.compile of the reference"),
     "lorentz.dist": ("compile", "torch.compile of the reference"),
+    "nn.LorentzLinear": ("triton", "cuBLAS GEMM + triton row epilogue (kernels/lorentz_linear.py)"),
 }
 
 _override: list[str] = []
@@ -100,10 +107,16 @@ def use_kernels(*tensors: torch.Tensor, c: float | torch.Tensor = 1.0) -> bool:
 
 
 def use_row_kernel(*tensors: torch.Tensor, c: float | torch.Tensor = 1.0) -> bool:
-    """:func:`use_kernels` for a row-wise kernel: its tensors must also share one shape and
-    dtype (no broadcasting inside the kernel) and rows of at most ``MAX_ROW_DIM`` elements."""
+    """:func:`use_kernels` for a hand-written row kernel (``kernels/rowwise.py``): its tensors
+    must also share one shape and dtype (no broadcasting inside the kernel), have rows of at
+    most ``MAX_ROW_DIM`` elements, and need no gradient. With autograd the op runs
+    ``torch.compile`` of its reference instead (:func:`compiled_reference`): on the H200 the
+    compiled forward+backward was as fast or faster (0.5-1.0x the kernel pair's time through
+    autograd), while forward only the kernels matched or beat it (docs/PERFORMANCE.md)."""
     first = tensors[0]
-    return (all(t.shape == first.shape and t.dtype == first.dtype for t in tensors)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return (not needs_grad
+            and all(t.shape == first.shape and t.dtype == first.dtype for t in tensors)
             and 0 < first.shape[-1] <= MAX_ROW_DIM and first.numel() > 0
             and use_kernels(*tensors, c=c))
 

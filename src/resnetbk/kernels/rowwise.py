@@ -49,15 +49,21 @@ def launch_config(kernel: str, t: torch.Tensor) -> tuple[tuple[int], int, int, i
 
 
 @functools.cache
-def scalar_args(c: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """[c, sqrt(c), read radius, output radius, smallest normal] in the compute dtype, on the
-    device (made once per curvature, dtype and device). Through memory rather than as kernel
-    arguments because Triton passes Python floats as float32, which would cut the float64
+def device_scalars(values: tuple[float, ...], dtype: torch.dtype,
+                   device: torch.device) -> torch.Tensor:
+    """``values`` as a tensor of the compute dtype of ``dtype`` on ``device`` (made once per
+    distinct arguments). Kernels read their float constants through memory rather than as
+    launch arguments because Triton passes Python floats as float32, which would cut the float64
     kernels (the gradcheck path) to float32 constants: 1 - 1e-12 rounds to 1."""
-    r_read, r_out = ball_radii(dtype)
     cdtype = torch.float64 if dtype == torch.float64 else torch.float32
-    values = [c, c**0.5, r_read, r_out, torch.finfo(cdtype).tiny]
     return torch.tensor(values, dtype=cdtype, device=device)
+
+
+def scalar_args(c: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[c, sqrt(c), read radius, output radius, smallest normal] for ``load_scalars``."""
+    r_read, r_out = ball_radii(dtype)
+    tiny = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).tiny
+    return device_scalars((c, c**0.5, r_read, r_out, tiny), dtype, device)
 
 
 def ball_radii(dtype: torch.dtype) -> tuple[float, float]:
@@ -84,6 +90,12 @@ def load_scalars(p_ptr):
     """(c, sqrt(c), read radius, output radius, smallest normal) from ``scalar_args``."""
     return (tl.load(p_ptr), tl.load(p_ptr + 1), tl.load(p_ptr + 2), tl.load(p_ptr + 3),
             tl.load(p_ptr + 4))
+
+
+@triton.jit
+def row_scalar(p_ptr, i, BLOCK_M: tl.constexpr, COMPUTE: tl.constexpr):
+    """Element i of a ``device_scalars`` tensor, broadcast to a (BLOCK_M,) row vector."""
+    return tl.zeros([BLOCK_M], COMPUTE) + tl.load(p_ptr + i).to(COMPUTE)
 
 
 @triton.jit

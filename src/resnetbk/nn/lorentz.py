@@ -21,6 +21,7 @@ from resnetbk.geometry.manifolds import Lorentz
 from resnetbk.geometry.numerics import (
     as_curvature,
     asinhc,
+    clip_factor,
     compute_dtype,
     max_rapidity,
     norm,
@@ -28,6 +29,7 @@ from resnetbk.geometry.numerics import (
     sqrt_c,
     tanhc,
 )
+from resnetbk.kernels.dispatch import curvature_value, use_kernels
 from resnetbk.nn._checks import check_input, check_size
 
 __all__ = ["LorentzLinear"]
@@ -120,11 +122,18 @@ class LorentzLinear(nn.Module):
         """Map points x (..., in_features + 1) to points (..., out_features + 1), time first."""
         check_input("LorentzLinear", x, self.in_features + 1,
                     "in_features + 1 coordinates, time first")
+        c = self.manifold.c
+        if use_kernels(x, self.weight, c=c):
+            # The GEMM runs in x's dtype (a float32 weight is rounded to bfloat16 for bfloat16
+            # x, as autocast does), then one fused epilogue (kernels/lorentz_linear.py).
+            from resnetbk.kernels.lorentz_linear import lorentz_linear
+
+            return lorentz_linear(x, self.weight, self.bias, curvature_value(c),
+                                  self.max_distance)
         cdtype = compute_dtype(x.dtype)
         weight = self.weight.to(cdtype)
         bias = self.bias.to(cdtype) if self.bias is not None else None
         out = F.linear(x.to(cdtype), weight, bias)
-        c = self.manifold.c
         cc = as_curvature(c, out)
         sc = sqrt_c(cc)
         space = out
@@ -136,7 +145,9 @@ class LorentzLinear(nn.Module):
         limit = math.sinh(max_rapidity(x.dtype)) / sc
         limit = (limit.clamp_max(torch.finfo(x.dtype).max / 4) if isinstance(limit, torch.Tensor)
                  else min(limit, torch.finfo(x.dtype).max / 4))
-        space = space * (limit / _overflow_safe_norm(space).clamp_min(limit))
+        # clip_factor, not limit / max(norm, limit): the quotient's backward overflows to Inf
+        # (then NaN in the weight gradient) once the norm nears 1e19.
+        space = space * clip_factor(_overflow_safe_norm(space), limit)
         return lorentz._from_spatial(space, cc, x.dtype).to(x.dtype)
 
     def extra_repr(self) -> str:
