@@ -28,7 +28,9 @@ status=${PIPESTATUS[0]}
 echo "pytest exit code: $status"
 # GPU benchmarks (each writes bench/results/<name>_<gpu>.json); logs and results go to $OUT.
 # BENCHES overrides the list, e.g. BENCHES=bench/lm_gpu.py (the language-model comparison,
-# ~8 minutes: not in the default list, which must fit one 10-minute device call).
+# ~8 minutes: not in the default list, which must fit one 10-minute device call). The fused
+# geometry kernels (issue 5, ~6 minutes): BENCHES="bench/geometry_gpu.py bench/linear_gpu.py
+# bench/lorentz_cdist_gpu.py bench/fastmath_gpu.py", then `python bench/gpu_tables.py`.
 # BENCH_TIMEOUT (seconds, default 600) caps each benchmark so that one slow benchmark cannot
 # take the results of the others with it.
 for bench in ${BENCHES-bench/bk_gpu.py bench/green_table.py bench/conv_gpu.py}; do
