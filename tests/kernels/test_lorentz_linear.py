@@ -259,3 +259,13 @@ def test_wide_rows_on_gpu(d_in: int, d_out: int, device: str, gen: torch.Generat
         t_err = (t.double() - e).abs().max().item()
         floor = 4 * torch.finfo(torch.bfloat16).eps * e.abs().max().item()
         assert k_err <= 2 * t_err + floor, f"{name}: {k_err:.3g} vs torch {t_err:.3g}"
+
+
+@pytest.mark.parametrize("max_distance", [None, 2.0])
+def test_opcheck(max_distance: float | None, device: str, gen: torch.Generator) -> None:
+    """torch.library.opcheck: schema, fake tensor and autograd registration (torch.compile)."""
+    layer = _layer(gen, max_distance, 1.0, torch.float32).float().to(device)
+    x = _points(gen, 6).to(device, torch.float32).requires_grad_()
+    args = (x, layer.weight.detach().requires_grad_(), layer.bias.detach().requires_grad_(), C,
+            max_distance)
+    torch.library.opcheck(torch.ops.resnetbk.lorentz_linear.default, args)

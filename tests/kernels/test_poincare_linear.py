@@ -192,3 +192,10 @@ def test_wide_rows_on_gpu(d_in: int, d_out: int, device: str, gen: torch.Generat
         t_err = (t.double() - e).abs().max().item()
         floor = 4 * torch.finfo(torch.bfloat16).eps * e.abs().max().item()
         assert k_err <= 2 * t_err + floor, f"{name}: {k_err:.3g} vs torch {t_err:.3g}"
+
+
+def test_opcheck(device: str, gen: torch.Generator) -> None:
+    """torch.library.opcheck: schema, fake tensor and autograd registration (torch.compile)."""
+    x = _points(gen, 6).to(device, torch.float32).requires_grad_()
+    m = _matrix(gen, 1.0).to(device, torch.float32).requires_grad_()
+    torch.library.opcheck(torch.ops.resnetbk.mobius_matvec.default, (m, x, C))

@@ -152,3 +152,13 @@ def test_large_and_odd_shapes(device: str, gen: torch.Generator) -> None:
         out = mobius_kernel.mobius_add(x, y, C)
         assert out.shape == x.shape
         assert (out.double() - ref).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("op", list(KERNEL))
+def test_opcheck(op: str, device: str, gen: torch.Generator) -> None:
+    """The torch.library registration (schema, fake tensor, autograd) is consistent, so the
+    ops trace under torch.compile: ``torch.library.opcheck``."""
+    custom = {"mobius_add": mobius_kernel.mobius_add, "expmap0": radial_kernel.expmap0,
+              "logmap0": radial_kernel.logmap0, "project": radial_kernel.project}[op]
+    inputs = tuple(t[:6].to(device, torch.float32).requires_grad_() for t in _inputs(op, gen))
+    torch.library.opcheck(custom, (*inputs, C))
