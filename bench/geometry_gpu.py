@@ -3,9 +3,12 @@
 For each op, dtype and point dimension d at 2^26 elements (``--log2n``), the median time of the
 forward and of forward+backward for:
 
-* ``fused``: the public ``resnetbk.geometry`` function under ``backend("triton")`` (a
-  hand-written Triton kernel for mobius_add / expmap0 / logmap0 / project, ``torch.compile`` of
-  the reference for the others: see ``kernels/dispatch.py``);
+* ``fused``: the public ``resnetbk.geometry`` function under ``backend("triton")``, i.e. what
+  a user gets (``kernels/dispatch.py``: for mobius_add / expmap0 / logmap0 / project the
+  hand-written row kernel without autograd and ``torch.compile`` of the reference with it;
+  the compiled reference for the others);
+* ``kernel``: the hand-written row kernel's custom op called directly (forward and
+  forward+backward through its analytic backward), for the four ops that have one;
 * ``eager``: the same function under ``backend("torch")`` (the reference in eager PyTorch);
 * ``compiled``: ``torch.compile`` of the eager reference (what a user could do themselves);
 * ``geoopt``: geoopt 0.5.1's ``PoincareBall`` (Poincaré ops only; it computes in the input
@@ -75,6 +78,17 @@ OPS: dict[str, tuple[Callable[..., torch.Tensor], tuple, str | None, bool]] = {
 TARGETS = ("poincare.mobius_add", "poincare.expmap0", "poincare.logmap0")
 
 
+def row_kernel(name: str) -> Callable[..., torch.Tensor] | None:
+    """The custom op of the hand-written row kernel of ``name``, if it has one."""
+    from resnetbk.kernels import mobius_add, poincare_radial
+
+    ops = {"poincare.mobius_add": lambda x, y: mobius_add.mobius_add(x, y, C),
+           "poincare.expmap0": lambda u: poincare_radial.expmap0(u, C),
+           "poincare.logmap0": lambda y: poincare_radial.logmap0(y, C),
+           "poincare.project": lambda x: poincare_radial.project(x, C)}
+    return ops.get(name)
+
+
 def traffic(inputs: list[torch.Tensor], scalar_out: bool) -> tuple[int, int]:
     """(forward bytes, forward+backward bytes) if every tensor moves through memory once."""
     size = inputs[0].element_size()
@@ -121,6 +135,9 @@ def bench_op(name: str, d: int, dtype: torch.dtype, n_elems: int, copy_bps: floa
     row: dict = {"op": name, "d": d, "dtype": str(dtype).removeprefix("torch."), "rows": rows}
     peers: dict[str, tuple[Callable[..., torch.Tensor], str]] = {
         "fused": (fn, "triton"), "eager": (fn, "torch")}
+    kernel = row_kernel(name)
+    if kernel is not None:
+        peers["kernel"] = (kernel, "triton")
     if with_compile:
         peers["compiled"] = (torch.compile(fn), "torch")
     g = geoopt_fn(geo) if geo and dtype == torch.float32 else None
@@ -138,7 +155,7 @@ def bench_op(name: str, d: int, dtype: torch.dtype, n_elems: int, copy_bps: floa
             row[key] = {"ms": ms, "GBps": bps / 1e9, "pct_copy": 100 * bps / copy_bps}
     for kind in ("fwd", "fwd_bwd"):
         fused = row.get(f"fused_{kind}", {}).get("ms")
-        for peer in ("eager", "compiled", "geoopt"):
+        for peer in ("kernel", "eager", "compiled", "geoopt"):
             other = row.get(f"{peer}_{kind}", {}).get("ms")
             if fused and other:
                 row[f"speedup_vs_{peer}_{kind}"] = other / fused

@@ -33,8 +33,9 @@ def geometry(r: dict) -> list[str]:
     out = ["### Elementwise / row ops, 2^26 elements (`bench/geometry_gpu.py`)", "",
            provenance(r) + f"; copy bandwidth {r['copy_GBps']:.0f} GB/s.", "",
            "| op | d | dtype | fused fwd ms | % copy | fused f+b ms | % copy | "
-           "x eager f+b | x compile fwd | x compile f+b | x geoopt fwd | x geoopt f+b |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "x eager f+b | x compile fwd | x compile f+b | x geoopt fwd | x geoopt f+b | "
+           "kernel f+b % copy |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         f, fb = row.get("fused_fwd", {}), row.get("fused_fwd_bwd", {})
         out.append(
@@ -44,7 +45,8 @@ def geometry(r: dict) -> list[str]:
             f"{fmt(row.get('speedup_vs_compiled_fwd'))} | "
             f"{fmt(row.get('speedup_vs_compiled_fwd_bwd'))} | "
             f"{fmt(row.get('speedup_vs_geoopt_fwd'), 1)} | "
-            f"{fmt(row.get('speedup_vs_geoopt_fwd_bwd'), 1)} |")
+            f"{fmt(row.get('speedup_vs_geoopt_fwd_bwd'), 1)} | "
+            f"{fmt(row.get('kernel_fwd_bwd', {}).get('pct_copy'), 0)} |")
     return out
 
 
