@@ -50,3 +50,29 @@ def test_cuda_dispatch(gen: torch.Generator) -> None:
         assert not be.use_row_kernel(x, y, c=1.0)
         ref = poincare.mobius_add(x, y, c=1.0)
     assert (fused - ref).abs().max() < 1e-6
+
+
+@pytest.mark.gpu
+def test_lorentz_cdist_dispatch(monkeypatch: pytest.MonkeyPatch, gen: torch.Generator) -> None:
+    """CUDA float32 inputs of one dtype take the fused cdist; mixed dtypes, a per-row curvature
+    and backend("torch") take the reference; both agree on well-separated points."""
+    from resnetbk.geometry import lorentz
+    from resnetbk.kernels import lorentz_cdist as module
+
+    calls = []
+    real = module.lorentz_cdist
+    monkeypatch.setattr(module, "lorentz_cdist", lambda *a: calls.append(1) or real(*a))
+    x = lorentz.expmap0(torch.cat([torch.zeros(50, 1), torch.randn(50, 32, generator=gen)], -1)
+                        .cuda(), c=1.0)
+    y = lorentz.expmap0(torch.cat([torch.zeros(40, 1), torch.randn(40, 32, generator=gen)], -1)
+                        .cuda(), c=1.0)
+    with be.backend("triton"):
+        fused = lorentz.cdist(x, y, c=1.0)
+        assert len(calls) == 1
+        lorentz.cdist(x, y.double(), c=1.0)
+        lorentz.cdist(x, y, c=torch.ones(50, 1, device="cuda"))
+        assert len(calls) == 1
+    with be.backend("torch"):
+        ref = lorentz.cdist(x.double(), y.double(), c=1.0)
+    assert len(calls) == 1
+    assert ((fused - ref) / ref).abs().max() < 1e-4

@@ -45,7 +45,7 @@ from resnetbk.geometry.numerics import (
 from resnetbk.geometry.numerics import (
     norm as euclidean_norm,
 )
-from resnetbk.kernels.dispatch import compiled_reference
+from resnetbk.kernels.dispatch import compiled_reference, curvature_value, use_kernels
 
 Curvature = float | torch.Tensor
 
@@ -461,7 +461,9 @@ def cdist(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
 
     Reference path: one matrix product for <x_i, y_j>_L, then arcosh(-c<x_i, y_j>_L)/sqrt(c).
     Near-coincident pairs lose digits to cancellation (relative error ~ eps * c x_0 y_0 / d^2);
-    use ``dist`` on the pairs where that matters.
+    use ``dist`` on the pairs where that matters. CUDA float32/bfloat16/float16 inputs of one
+    dtype (scalar c) take the fused kernel ``kernels.lorentz_cdist`` (tf32x3 split products for
+    float32, no inner-product matrix in memory; docs/KERNELS.md), with the same caveat.
     """
     if x.dim() < 2 or y.dim() < 2:
         raise ValueError(f"cdist needs (..., n, d+1) and (..., m, d+1), got x{tuple(x.shape)}, "
@@ -470,6 +472,10 @@ def cdist(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
     _validate(c, {"x": x})
     _validate(c, {"y": y})
     check_same_dim(("x", "y"), (x[..., :1, :], y[..., :1, :]))
+    if use_kernels(x, y, c=c) and x.dtype == y.dtype:
+        from resnetbk.kernels.lorentz_cdist import lorentz_cdist as fused
+
+        return fused(x, y, curvature_value(c))
     xc, yc = upcast(x, y)
     cc = as_curvature(c, xc)
     # The metric sign is folded into one operand so the product is one GEMM.

@@ -55,6 +55,8 @@ FUSED_PATHS: dict[str, tuple[str, str]] = {
     "lorentz.expmap": ("compile", "torch.compile of the reference"),
     "lorentz.parallel_transport": ("compile", "torch.compile of the reference"),
     "lorentz.dist": ("compile", "torch.compile of the reference"),
+    "lorentz.cdist": ("triton", "tl.dot tiles with split precision + fused arcosh "
+                                "(kernels/lorentz_cdist.py)"),
     "nn.LorentzLinear": ("triton", "cuBLAS GEMM + triton row epilogue (kernels/lorentz_linear.py)"),
 }
 

@@ -80,6 +80,7 @@ __all__ = [
     "lorentz_linear",
     "lorentz_linear_backward",
     "lorentz_linear_backward_rows",
+    "lorentz_linear_epilogue",
     "lorentz_linear_forward",
 ]
 
@@ -347,23 +348,41 @@ def lorentz_linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     W is cast to x's dtype for the GEMM; b is added in the compute dtype. ``max_block`` caps
     the tile width (tests use it to exercise the tiled path on small rows)."""
     _check(x, weight, bias)
-    c, max_distance = check_curvature_value(c), _check_bound(max_distance)
-    xr = as_rows(x)
-    rows = xr.shape[0]
-    n = weight.shape[0]
-    shape = (*x.shape[:-1], n + 1)
-    if out is None:
-        out = torch.empty(shape, dtype=x.dtype, device=x.device)
-    else:
+    shape = (*x.shape[:-1], weight.shape[0] + 1)
+    if out is not None:
         check_out("out", out, shape, x)
-    stats = torch.empty(rows, dtype=compute_dtype(x.dtype), device=x.device)
+    xr = as_rows(x)
+    v = gemm(xr, weight.to(x.dtype).t(), compute_dtype(x.dtype))
+    y, stats = lorentz_linear_epilogue(v, bias, c, max_distance, x.dtype,
+                                       out=None if out is None else out.view(-1, shape[-1]),
+                                       max_block=max_block)
+    return y.view(shape), stats
+
+
+def lorentz_linear_epilogue(v: torch.Tensor, bias: torch.Tensor | None, c: float,
+                            max_distance: float | None, dtype: torch.dtype, *,
+                            out: torch.Tensor | None = None, max_block: int | None = None,
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, stats) from the spatial pre-activation v = W x (rows, n), by the fused row epilogue
+    (one pass): bias, distance bound, rapidity cap and time coordinate. v is in ``dtype`` or
+    its compute dtype (read widened); y (rows, n + 1) in ``dtype`` (written into ``out`` if
+    given), stats = |v + b| per row in the compute dtype.
+    The GEMM half of :func:`lorentz_linear_forward`, for layers that compute v another way
+    (``nn.SparseLorentzLinear``: a 2:4 sparse GEMM)."""
+    c, max_distance = check_curvature_value(c), _check_bound(max_distance)
+    rows, n = v.shape
+    like = v.new_empty(0, dtype=dtype)
+    if out is None:
+        out = torch.empty((rows, n + 1), dtype=dtype, device=v.device)
+    else:
+        check_out("out", out, (rows, n + 1), like)
+    stats = torch.empty(rows, dtype=compute_dtype(dtype), device=v.device)
     if rows:
-        v = gemm(xr, weight.to(x.dtype).t(), compute_dtype(x.dtype))
         grid, bm, bn, _, one_tile, warps = row_plan(rows, n, 1, max_block)
         _forward_kernel[grid](v, v if bias is None else bias, out, stats, rows, n,
-                              _constants(c, max_distance, x), HAS_BIAS=bias is not None,
+                              _constants(c, max_distance, like), HAS_BIAS=bias is not None,
                               HAS_BOUND=max_distance is not None, BLOCK_M=bm, BLOCK_N=bn,
-                              ONE_TILE=one_tile, COMPUTE=compute_type(x.dtype), num_warps=warps)
+                              ONE_TILE=one_tile, COMPUTE=compute_type(dtype), num_warps=warps)
     return out, stats
 
 

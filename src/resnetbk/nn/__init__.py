@@ -4,7 +4,8 @@ Poincaré ball (HNN++): ``PoincareLinear``, ``PoincareMLR``. Lorentz hyperboloid
 hyperbolic, HyboNet): ``LorentzLinear``. Both: ``HyperbolicEmbedding``. Each layer owns its
 manifold object (``layer.manifold``), so a learnable curvature is a parameter of the layer.
 Sequence mixers of the language models: ``BKMixer``, ``CausalSelfAttention`` and
-``TransformerBlock`` (with ``KVCache``).
+``TransformerBlock`` (with ``KVCache``). 2:4 structured sparsity: ``SparseLorentzLinear``,
+``prune_2_4`` (docs/SPARSITY.md).
 """
 
 from resnetbk.nn.attention import CausalSelfAttention, KVCache, TransformerBlock
@@ -13,6 +14,7 @@ from resnetbk.nn.embedding import HyperbolicEmbedding
 from resnetbk.nn.lorentz import LorentzLinear
 from resnetbk.nn.parameter import ManifoldParameter
 from resnetbk.nn.poincare import PoincareLinear, PoincareMLR
+from resnetbk.nn.sparse import SparseLorentzLinear, prune_2_4
 
 __all__ = [
     "BKMixer",
@@ -23,5 +25,7 @@ __all__ = [
     "ManifoldParameter",
     "PoincareLinear",
     "PoincareMLR",
+    "SparseLorentzLinear",
     "TransformerBlock",
+    "prune_2_4",
 ]
