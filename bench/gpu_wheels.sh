@@ -7,5 +7,5 @@ cd "$(dirname "$0")/.."
 PIP=(python3 -m pip download -q --no-deps -d .whl)
 "${PIP[@]}" geoopt==0.5.1 mpmath sortedcontainers attrs tomli-w tqdm
 "${PIP[@]}" --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-  hypothesis scipy safetensors pyyaml
+  hypothesis scipy safetensors pyyaml scikit-learn joblib threadpoolctl
 ls .whl

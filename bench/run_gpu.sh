@@ -12,6 +12,7 @@ for whl in .whl/*.whl; do
   [ -e "$whl" ] || continue
   dist=$(basename "$whl" | cut -d- -f1)
   mod=$dist; [ "$dist" = attrs ] && mod=attr; [ "$dist" = pyyaml ] && mod=yaml
+  [ "$dist" = scikit_learn ] && mod=sklearn
   if ! python3 -c "import $mod" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$whl"
     echo "installed $dist from .whl"
@@ -31,7 +32,8 @@ echo "pytest exit code: $status"
 # ~8 minutes: not in the default list, which must fit one 10-minute device call). The fused
 # geometry kernels (issue 5, ~6 minutes): BENCHES="bench/geometry_gpu.py bench/linear_gpu.py
 # bench/lorentz_cdist_gpu.py bench/fastmath_gpu.py", then `python bench/gpu_tables.py`.
-# 2:4 sparsity (issue 6, ~1-2 minutes): BENCHES=bench/sparse_gpu.py.
+# LNS and 2:4 sparsity (issue 6, ~2 minutes each): BENCHES="bench/lns_add_gpu.py
+# bench/lns_linear_gpu.py bench/sparse_gpu.py".
 # BENCH_TIMEOUT (seconds, default 600) caps each benchmark so that one slow benchmark cannot
 # take the results of the others with it.
 for bench in ${BENCHES-bench/bk_gpu.py bench/green_table.py bench/conv_gpu.py}; do

@@ -58,6 +58,8 @@ FUSED_PATHS: dict[str, tuple[str, str]] = {
     "lorentz.cdist": ("triton", "tl.dot tiles with split precision + fused arcosh "
                                 "(kernels/lorentz_cdist.py)"),
     "nn.LorentzLinear": ("triton", "cuBLAS GEMM + triton row epilogue (kernels/lorentz_linear.py)"),
+    "nn.LNSLinear": ("triton", "LNS decode in a Triton GEMM (kernels/lns_matmul.py); more than "
+                               "256 rows: decode kernel + cuBLAS"),
 }
 
 _override: list[str] = []

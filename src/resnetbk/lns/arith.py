@@ -20,12 +20,14 @@ the decoded operands, i.e. within half a log-ulp: relative error <= 2^(2^-(frac_
 Sums beyond the range saturate like encode: a nonzero sum never becomes zero, a large one never
 wraps.
 
-The table backends (Triton gather, CUDA texture, MUFU ex2/lg2) are issue 6's kernels work and
-not implemented yet.
+The other backends (``resnetbk.kernels.lns_add``: Triton table gather with a cotransformation
+for db, the sb table in a CUDA texture, MUFU ex2/lg2) run one Triton kernel on CUDA codes of at
+most 16 bits and are at most one code off this result, with the bounds of docs/LNS.md.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import torch
@@ -123,11 +125,16 @@ def add(a: torch.Tensor, b: torch.Tensor, bits: int = 16, frac_bits: int = 10,
         backend: str = "exact") -> torch.Tensor:
     """a + b through the Gaussian logarithms sb/db (module docstring); broadcasts like torch.
 
-    backend "exact" rounds the exact sum once (error <= half a log-ulp); "triton", "texture"
-    and "mufu" are table/hardware approximations still to come (NotImplementedError).
+    backend "exact" rounds the exact sum once (error <= half a log-ulp, any device). "triton"
+    (sb table + db cotransformation), "texture" (the sb table in a CUDA texture, CuPy) and
+    "mufu" (ex2/lg2 approximations) run one Triton kernel on CUDA codes of at most 16 bits and
+    are at most one code off the exact result (``resnetbk.kernels.lns_add``, docs/LNS.md).
     """
     fmt = _operands(a, b, bits, frac_bits)
-    _check_backend(backend)
+    if _table_backend(backend):
+        from resnetbk.kernels import lns_add
+
+        return lns_add.add(a, b, fmt, backend)
     return _add(*unpack(a, fmt), *unpack(b, fmt), fmt)
 
 
@@ -135,20 +142,35 @@ def sub(a: torch.Tensor, b: torch.Tensor, bits: int = 16, frac_bits: int = 10,
         backend: str = "exact") -> torch.Tensor:
     """a - b: ``add`` with the sign of b flipped (same backends and error bound)."""
     fmt = _operands(a, b, bits, frac_bits)
-    _check_backend(backend)
+    if _table_backend(backend):
+        from resnetbk.kernels import lns_add
+
+        return lns_add.add(a, b, fmt, backend, subtract=True)
     neg_b, log_b, zero_b = unpack(b, fmt)
     return _add(*unpack(a, fmt), ~neg_b, log_b, zero_b, fmt)
 
 
-def _check_backend(backend: str) -> None:
+def _table_backend(backend: str) -> bool:
+    """Whether ``backend`` is one of the Triton backends (which need the triton package)."""
     if backend not in _BACKENDS:
         raise ValueError(f"LNS add/sub: unknown backend {backend!r}; choose one of {_BACKENDS}")
-    if backend != "exact":
-        raise NotImplementedError(
-            f"LNS add/sub backend {backend!r} is not implemented yet: the table and hardware "
-            "backends (triton, texture, mufu) arrive with issue 6's kernels "
-            "(resnetbk.kernels.lut); use backend='exact'"
-        )
+    if backend == "exact":
+        return False
+    if importlib.util.find_spec("triton") is None:
+        raise ValueError(f"LNS add/sub backend {backend!r} needs the triton package "
+                         "(pip install resnetbk[gpu]); backend='exact' needs none")
+    return True
+
+
+def gauss_sb(z: torch.Tensor) -> torch.Tensor:
+    """sb(z) = log2(1 + 2^z) of a float64 tensor, as log1p(2^z) / ln 2 (1 + 2^z never rounded)."""
+    return torch.log1p(torch.exp2(z)) / math.log(2.0)
+
+
+def gauss_db(z: torch.Tensor) -> torch.Tensor:
+    """db(z) = log2|1 - 2^z| of a float64 tensor, as log|expm1(z ln 2)| / ln 2: relatively
+    accurate next to the singularity at z = 0 (where it is -inf)."""
+    return torch.log(torch.expm1(z * math.log(2.0)).abs()) / math.log(2.0)
 
 
 def _add(neg_a: torch.Tensor, log_a: torch.Tensor, zero_a: torch.Tensor,
@@ -168,11 +190,8 @@ def _add(neg_a: torch.Tensor, log_a: torch.Tensor, zero_a: torch.Tensor,
     same_sign = neg_a == neg_b
 
     z = (lo - hi).to(torch.float64) / fmt.scale  # <= 0, a multiple of the log-ulp
-    two_z = torch.exp2(z)
-    sb = torch.log1p(two_z)
     # db at z = 0 is -inf (the exact cancellation, handled by `cancel`); z = -1 stands in.
-    db = torch.log(-torch.expm1(torch.where(z == 0, -1.0, z) * math.log(2.0)))
-    gauss = torch.where(same_sign, sb, db) / math.log(2.0)
+    gauss = torch.where(same_sign, gauss_sb(z), gauss_db(torch.where(z == 0, -1.0, z)))
     step = torch.round(gauss * fmt.scale).to(torch.int64)
     log = hi + torch.where(small_zero, 0, step)
 
