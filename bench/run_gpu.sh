@@ -24,7 +24,8 @@ touch /tmp/run_gpu.start  # results written after this moment are copied to $OUT
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -m resnetbk.cli info | tee "$OUT/info.txt"
 # Default selection (slow tests excluded; GPU tests run here); extra pytest arguments pass through.
-python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$OUT/pytest.txt"
+# PYTEST_LOG names the log (several calls in one device command must not overwrite each other).
+python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$OUT/${PYTEST_LOG:-pytest.txt}"
 status=${PIPESTATUS[0]}
 echo "pytest exit code: $status"
 # GPU benchmarks (each writes bench/results/<name>_<gpu>.json); logs and results go to $OUT.
