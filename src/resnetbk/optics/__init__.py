@@ -1,0 +1,36 @@
+"""Optical Poincaré core: a differentiable simulator of polarisation optics computing on H^3.
+
+``mueller``: Stokes vectors and Mueller matrices of the elements (Goldstein convention).
+``lorentz``: Mueller <-> Lorentz (L = M / det(M)^(1/4)), Stokes <-> Lorentz/Klein/Poincaré points.
+``program``: optical programs and ``compile_lorentz`` (Lorentz transform -> 6 waveplates and one
+partial polariser). ``hardware``: encoder (the exp map), polarimeter readout with noise, and
+Monte-Carlo hardware instances. The names most code needs are re-exported here; see
+docs/OPTICS.md.
+"""
+
+from resnetbk.optics import hardware, lorentz, mueller, program
+from resnetbk.optics.hardware import HardwareInstance, HardwareModel, encode
+from resnetbk.optics.lorentz import (
+    lorentz_to_mueller,
+    mueller_to_lorentz,
+    random_lorentz,
+    stokes_to_lorentz,
+)
+from resnetbk.optics.program import Element, OpticalProgram, compile_lorentz
+
+__all__ = [
+    "Element",
+    "HardwareInstance",
+    "HardwareModel",
+    "OpticalProgram",
+    "compile_lorentz",
+    "encode",
+    "hardware",
+    "lorentz",
+    "lorentz_to_mueller",
+    "mueller",
+    "mueller_to_lorentz",
+    "program",
+    "random_lorentz",
+    "stokes_to_lorentz",
+]
