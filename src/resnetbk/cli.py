@@ -385,6 +385,160 @@ def _add_lm_commands(sub: argparse._SubParsersAction) -> None:
     g.set_defaults(func=cmd_generate)
 
 
+def _read_lorentz(args: argparse.Namespace) -> torch.Tensor:
+    """The 4x4 Lorentz matrix of ``resnetbk optics compile/simulate``: a JSON or whitespace
+    file of 16 numbers, or ``--random RAPIDITY`` (raises ValueError with a clear message)."""
+    import json
+
+    from resnetbk.optics import random_lorentz
+
+    if (args.matrix is None) == (args.random is None):
+        raise ValueError("give either a matrix file or --random RAPIDITY (not both)")
+    if args.random is not None:
+        g = torch.Generator().manual_seed(args.seed)
+        return random_lorentz(torch.tensor(args.random, dtype=torch.float64), generator=g)
+    text = Path(args.matrix).read_text()
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            values = [float(t) for t in text.split()]
+        except ValueError:
+            raise ValueError(f"{args.matrix}: not JSON and not whitespace-separated "
+                             "numbers") from None
+    L = torch.tensor(values, dtype=torch.float64)
+    if L.numel() != 16:
+        raise ValueError(f"{args.matrix}: a Lorentz matrix has 16 entries (4x4, time first), "
+                         f"got {L.numel()}")
+    return L.reshape(4, 4)
+
+
+def _hardware_from_args(args: argparse.Namespace):  # -> resnetbk.optics.HardwareModel
+    from resnetbk.optics import HardwareModel
+
+    return HardwareModel(angle_error=args.angle_error, retardance_error=args.retardance_error,
+                         extinction_ratio=args.extinction_ratio,
+                         insertion_loss=args.insertion_loss, photons=args.photons,
+                         dark_counts=args.dark_counts, adc_bits=args.adc_bits,
+                         calibration_error=args.calibration_error)
+
+
+def cmd_optics(args: argparse.Namespace) -> int:
+    """``resnetbk optics compile | simulate | evaluate``."""
+    from resnetbk.optics import compile_lorentz
+
+    name = f"optics {args.optics_command}"
+    if args.optics_command == "evaluate":
+        return _optics_evaluate(args)
+    try:
+        L = _read_lorentz(args)
+        program = compile_lorentz(L)
+        hw = _hardware_from_args(args) if args.optics_command == "simulate" else None
+    except (ValueError, OSError) as e:
+        return _user_error(name, str(e))
+    torch.set_printoptions(precision=6, sci_mode=False)
+    print(f"Lorentz matrix (rapidity {float(torch.asinh(L[1:, 0].norm())):.6g}):\n{L}")
+    print(program.describe())
+    if hw is None:
+        return 0
+    return _optics_simulate(L, program, hw, args)
+
+
+def _optics_simulate(L: torch.Tensor, program, hw, args: argparse.Namespace) -> int:
+    """Simulate ``program`` ideal and on one instance of ``hw``; print errors and throughput."""
+    from resnetbk.geometry import lorentz as hyp
+    from resnetbk.optics import mueller_to_lorentz
+    from resnetbk.optics.layers import stokes_to_tangent
+    from resnetbk.optics.mueller import propagate
+
+    scale = float(L.abs().max())
+    ideal = float((mueller_to_lorentz(program.mueller()) - L).abs().max()) / scale
+    g = torch.Generator().manual_seed(args.seed)
+    inst = hw.sample(g)
+    real = inst.realise(program)
+    hw_err = float((real.lorentz() - L).abs().max()) / scale
+    print(f"ideal program: max|L_sim - L| / max|L| = {ideal:.3g}, transmission "
+          f"{float(program.transmission):.6g}")
+    print(f"hardware instance: max|L_hw - L| / max|L| = {hw_err:.3g}, transmission "
+          f"{float(real.transmission):.6g}, realisable at extinction ratio "
+          f"{hw.extinction_ratio:g}: {bool(program.realisable(hw.extinction_ratio))}")
+    v = torch.randn(args.samples, 3, generator=g, dtype=torch.float64) * args.radius / 3**0.5
+    x = hyp.expmap0(torch.cat([torch.zeros_like(v[:, :1]), v], -1), c=1.0)
+    s = propagate(real.mueller(), inst.encode(v))
+    if hw.photons is not None or hw.adc_bits is not None:
+        s = inst.readout(s, g)
+    u, stats = stokes_to_tangent(s, max_rapidity=args.max_readout_rapidity)
+    y = hyp.expmap0(torch.cat([torch.zeros_like(u[:, :1]), u], -1), c=1.0)
+    err = hyp.dist(y, x @ L.mT, c=1.0)
+    print(f"{args.samples} encoded points (|v| ~ {args.radius:g}) through the instance and its "
+          f"polarimeter: hyperbolic distance to L x mean {float(err.mean()):.4g}, max "
+          f"{float(err.max()):.4g}; readout rule applied to {stats.dark} dark + {stats.clipped} "
+          f"clipped of {stats.readouts}")
+    return 0
+
+
+def _optics_evaluate(args: argparse.Namespace) -> int:
+    """Run the issue-7 evaluation (``--quick``: seconds) and write JSON + PNG plots."""
+    import json
+
+    from resnetbk.optics.evaluate import EvalConfig, plot, run_evaluation
+
+    results = run_evaluation(EvalConfig.quick() if args.quick else EvalConfig())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "optics_eval.json").write_text(json.dumps(results, indent=1) + "\n")
+    pngs = plot(results, out)
+    clean = results["classifier"]["clean"]
+    nominal = results["classifier"]["sweeps"]["nominal"][0]
+    print("test accuracy (mean ± std): software {:.3f} ± {:.3f}, ideal optics {:.3f} ± {:.3f}, "
+          "nominal hardware {:.3f} ± {:.3f} (ideal-trained) / {:.3f} ± {:.3f} (noise-aware)"
+          .format(clean["software"]["mean"], clean["software"]["std"], clean["ideal"]["mean"],
+                  clean["ideal"]["std"], nominal["ideal"]["mean"], nominal["ideal"]["std"],
+                  nominal["noise_aware"]["mean"], nominal["noise_aware"]["std"]))
+    print(f"wrote {out / 'optics_eval.json'} and {', '.join(str(p) for p in pngs)} "
+          f"({results['seconds']['total']:.0f} s)")
+    return 0
+
+
+def _add_optics(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "optics", help="optical Poincaré core: compile, simulate, evaluate",
+        description="Compile a Lorentz matrix to waveplates and a partial polariser, simulate "
+        "it on sampled hardware, or run the evaluation of docs/OPTICS.md.")
+    osub = p.add_subparsers(dest="optics_command", required=True, metavar="SUBCOMMAND")
+    for name, help_text in (("compile", "print the optical program of a Lorentz matrix"),
+                            ("simulate", "compile, then simulate on a sampled hardware "
+                             "instance: reproduction error and transmission")):
+        q = osub.add_parser(name, help=help_text, description=help_text)
+        q.add_argument("matrix", nargs="?", default=None, metavar="FILE",
+                       help="4x4 Lorentz matrix (time first) as JSON or 16 whitespace-separated "
+                       "numbers")
+        q.add_argument("--random", type=float, default=None, metavar="RAPIDITY",
+                       help="a random Lorentz matrix of this rapidity instead of FILE")
+        q.add_argument("--seed", type=int, default=0, help="seed for --random and hardware (0)")
+        q.set_defaults(func=cmd_optics)
+    q = osub.choices["simulate"]
+    q.add_argument("--photons", type=float, default=None, help="photons per readout (none)")
+    q.add_argument("--angle-error", type=float, default=0.0, help="rad, std (0)")
+    q.add_argument("--retardance-error", type=float, default=0.0, help="rad, std (0)")
+    q.add_argument("--extinction-ratio", type=float, default=float("inf"),
+                   help="polariser extinction ratio (inf)")
+    q.add_argument("--insertion-loss", type=float, default=0.0, help="per element (0)")
+    q.add_argument("--dark-counts", type=float, default=0.0, help="per detector (0)")
+    q.add_argument("--adc-bits", type=int, default=None, help="ADC bits (none)")
+    q.add_argument("--calibration-error", type=float, default=0.0, help="polarimeter (0)")
+    q.add_argument("--samples", type=int, default=1000, help="encoded test points (1000)")
+    q.add_argument("--radius", type=float, default=1.0, help="their typical radius (1)")
+    q.add_argument("--max-readout-rapidity", type=float, default=4.0,
+                   help="readout rule: P >= tanh of this is clipped (4)")
+    e = osub.add_parser("evaluate", help="run the evaluation (digits classifier, distortion, "
+                        "energy ledger) and write PNG plots",
+                        description="Run the issue-7 evaluation; --quick takes seconds.")
+    e.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
+    e.add_argument("--out", default="runs/optics-eval", help="output folder (runs/optics-eval)")
+    e.set_defaults(func=cmd_optics)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resnetbk", description="Hyperbolic-geometry-native deep learning."
@@ -394,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
     _add_embed_tree(sub)
     _add_lm_commands(sub)
+    _add_optics(sub)
     return parser
 
 
