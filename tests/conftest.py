@@ -14,6 +14,9 @@ import pytest
 import torch
 
 SEED = int(os.environ.get("RESNETBK_TEST_SEED", secrets.randbits(31)))
+# Subprocess test runs (e.g. the interpreted kernel tests) inherit the seed, so one value
+# reproduces a failure anywhere in the run.
+os.environ["RESNETBK_TEST_SEED"] = str(SEED)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
