@@ -342,7 +342,11 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("--two-gpu needs exactly 2 processes (torchrun --nproc-per-node 2)")
     else:
         device = torch.device("cpu" if args.smoke else "cuda")
+    if args.two_gpu and dist.get_rank() > 0:
+        dist.barrier()  # rank 0 builds the corpus cache first
     run = Run(args, device)
+    if args.two_gpu and dist.get_rank() == 0:
+        dist.barrier()
     if args.smoke:
         torch.set_num_threads(1)
     path = args.out or RESULTS / f"specprop_gpu_{slug(device_name())}.json"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnetbk.debug import debug_checks
 from resnetbk.model import MODEL_PRESETS, build_model
-from resnetbk.train.config import TrainConfig
-from resnetbk.train.lm import build_optimizers
+from resnetbk.train.config import ConfigError, TrainConfig
+from resnetbk.train.lm import build_optimizers, read_metrics, train_lm
 from resnetbk.train.specprop import (
     CosineGate,
     DraftGradientModel,
@@ -200,6 +202,19 @@ def test_dgm_starts_silent(gen: torch.Generator, optimizer: Callable) -> None:
     assert sp.dgms()[0](h)[0].abs().max() > 0
 
 
+def test_debug_checks_stop_non_finite_gradients(gen: torch.Generator) -> None:
+    """With resnetbk.debug_checks() a NaN in a predicted or arriving gradient raises at once."""
+    seq = _net(gen)
+    sp = _wrap(seq, SpecPropConfig(delay=0))
+    data = _data(gen, 3)
+    for x, y in data[:2]:
+        sp.step(x, y)
+    x, y = data[2]
+    x[0, 0] = float("nan")
+    with debug_checks(), pytest.raises(ValueError, match=r"stage 0.*non-finite"):
+        sp.step(x, y)
+
+
 # -- corrections --------------------------------------------------------------------------
 
 
@@ -288,7 +303,8 @@ def test_uncertain_dgm_learns_mean_and_variance(gen: torch.Generator) -> None:
         h = torch.randn(256, 3, generator=gen, dtype=torch.float64)
         with torch.no_grad():
             mean, var = dgm(h)
-        torch.testing.assert_close(mean, 0.4 * h, rtol=0, atol=0.05 + 0.15 * sigma)
+        # Bounds: 30 seeds gave relative errors <= 0.035 and 0.17, variance ratios 0.99-1.17.
+        assert float((mean - 0.4 * h).norm() / (0.4 * h).norm()) < 0.08 + 0.2 * sigma
         torch.testing.assert_close(var.mean().sqrt(), torch.tensor(0.4 * sigma,
                                                                    dtype=torch.float64),
                                    rtol=0.3, atol=0.0)
@@ -305,7 +321,8 @@ def test_uncertainty_scales_the_speculative_step(gen: torch.Generator) -> None:
         sp.step(x, y)
     x, y = data[-1]
     h0 = seq[:2](x)
-    mean, var = sp.dgms()[0](h0.detach())
+    with torch.no_grad():
+        mean, var = sp.dgms()[0](h0.detach())
     c = confidence(mean, var)
     assert float(c.min()) > 0 and float(c.max()) < 1
     expect = [p.detach() - LR * g for p, g in zip(
@@ -412,6 +429,26 @@ def test_lm_stages_are_the_model(gen: torch.Generator) -> None:
         sp.step(x, x)
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_lm_trainer_with_specprop(tmp_path: Path) -> None:
+    """``resnetbk train ... train.specprop=true``: the micro run trains through SpecProp
+    (the loss falls, every stage optimizer follows the schedule), ends with a finite
+    validation bpb and a checkpoint, and refuses --resume."""
+    from _lm_helpers import micro_run, write_corpus
+
+    run = micro_run(write_corpus(tmp_path / "data"), "train.specprop=true",
+                    "train.steps=10", "train.eval_every=10", "train.ckpt_every=10")
+    assert run.train.specprop
+    summary = train_lm(run, tmp_path / "out", log=lambda line: None)
+    assert summary["status"] == "completed"
+    assert math.isfinite(summary["final_val_bpb"])
+    losses = [e["loss"] for e in read_metrics(tmp_path / "out" / "metrics.jsonl")
+              if e["event"] == "train"]
+    assert len(losses) == 10 and all(map(math.isfinite, losses))
+    assert sum(losses[-3:]) < sum(losses[:3])
+    with pytest.raises(ConfigError, match="specprop"):
+        train_lm(run, tmp_path / "out", resume=True)
 
 
 # -- digits: the published ordering of synthetic-gradient methods ---------------------------

@@ -110,6 +110,10 @@ class TrainConfig:
     # Stop after this many seconds spent in training steps (evaluation and checkpoint writes
     # excluded), with a checkpoint; the schedule then anneals by time (docs/TRAINING.md).
     time_budget_s: float | None = field(default=None, metadata=_FREE)
+    # Speculative backprop (docs/SPECPROP.md): the model cut into two stages after half of its
+    # global blocks, default SpecPropConfig; no gradient clipping. Runs cannot be resumed (the
+    # draft gradient models are not checkpointed).
+    specprop: bool = field(default=False, metadata=_FIXED)
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""

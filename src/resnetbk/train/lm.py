@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from resnetbk.data.corpus import Corpus, load_corpus, sample_windows
-from resnetbk.model import build_model
+from resnetbk.model import MegaByteLM, build_model
 from resnetbk.nn import ManifoldParameter
 from resnetbk.optim import RiemannianAdam
 from resnetbk.optim._common import manifold_of
@@ -57,6 +57,7 @@ from resnetbk.train.config import (
     save_config,
 )
 from resnetbk.train.evaluate import LN2, autocast_context, evaluate_bpb
+from resnetbk.train.specprop import SpecProp, split_lm
 
 __all__ = [
     "TrainingDiverged",
@@ -138,6 +139,28 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig,
         optimizers["riemannian"] = RiemannianAdam(manifold, lr=_manifold_lr(cfg),
                                                   betas=cfg.betas, eps=cfg.eps)
     return optimizers
+
+
+def _specprop(model: nn.Module, cfg: TrainConfig,
+              device: torch.device) -> tuple[SpecProp, dict[str, torch.optim.Optimizer]]:
+    """``train.specprop``: the model as two SpecProp stages (cut after half of its global
+    blocks), and every optimizer of the stages by name for the schedule and the checkpoint:
+    "stage0.adamw", "stage0.spec.adamw" (speculative steps), "head.adamw", ... "riemannian"."""
+    if not isinstance(model, MegaByteLM):
+        raise ConfigError("train.specprop=true needs model.arch=megabyte")
+    body, head, dims = split_lm(model, [max(1, len(model.global_blocks) // 2)])
+    stage_names = {id(m): f"stage{i}" for i, m in enumerate(body)} | {id(head): "head"}
+    named: dict[str, torch.optim.Optimizer] = {}
+
+    def optimizers(module: nn.Module) -> dict[str, torch.optim.Optimizer]:
+        opts = build_optimizers(module, cfg, device)
+        prefix = stage_names[id(module)]
+        if any(key.startswith(f"{prefix}.") for key in named):  # the second set: speculative
+            prefix += ".spec"
+        named.update({f"{prefix}.{key}": opt for key, opt in opts.items()})
+        return opts
+
+    return SpecProp(body, head, dims, optimizers), named
 
 
 def _manifold_lr(cfg: TrainConfig) -> float:
@@ -364,6 +387,9 @@ def train_lm(
     existing = find_checkpoint(out) if out.exists() else None
     if resume and existing is None:
         raise ConfigError(f"--resume: {out} holds no checkpoint to resume from")
+    if resume and cfg.specprop:
+        raise ConfigError("--resume is not supported with train.specprop=true (the draft "
+                          "gradient models are not checkpointed)")
     if not resume and existing is not None:
         raise ConfigError(f"{out} already holds a checkpoint ({existing.name}); pass --resume to "
                           "continue it, or choose another output directory")
@@ -393,12 +419,15 @@ def train_lm(
         if cfg.seq_len % multiple:
             raise ConfigError(f"train.seq_len={cfg.seq_len} must be a multiple of {multiple} "
                               "(the model's patch size)")
-        optimizers = build_optimizers(model, cfg, device)
+        if cfg.specprop:
+            sp, optimizers = _specprop(model, cfg, device)
+        else:
+            sp, optimizers = None, build_optimizers(model, cfg, device)
         if state is not None:
             load_weights(model, ckpt)
             load_optimizer_states(optimizers, ckpt)
         return _Trainer(run, out, model, optimizers, corpus, data_id, train_split, val_split,
-                        device, amp, state, log).run()
+                        device, amp, state, log, sp).run()
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -440,8 +469,9 @@ class _Trainer:
                  optimizers: dict[str, torch.optim.Optimizer], corpus: Corpus, data_id: str,
                  train_split: np.ndarray, val_split: np.ndarray, device: torch.device,
                  amp: torch.dtype | None, state: dict[str, Any] | None,
-                 log: Callable[[str], None] | None) -> None:
+                 log: Callable[[str], None] | None, sp: SpecProp | None = None) -> None:
         self.run_config, self.cfg, self.out, self.model = run, run.train, out, model
+        self.sp = sp
         self.optimizers, self.corpus, self.data_id = optimizers, corpus, data_id
         self.train_split, self.val_split = train_split, val_split
         self.device, self.amp = device, amp
@@ -466,7 +496,7 @@ class _Trainer:
 
     def _set_lr(self, mult: float) -> float:
         for name, opt in self.optimizers.items():
-            peak = _manifold_lr(self.cfg) if name == "riemannian" else self.cfg.lr
+            peak = _manifold_lr(self.cfg) if name.endswith("riemannian") else self.cfg.lr
             for group in opt.param_groups:
                 group["lr"] = peak * mult
         return self.cfg.lr * mult
@@ -478,6 +508,13 @@ class _Trainer:
         lr = self._set_lr(lr_multiplier(self.step, cfg, budget_fraction))
         x = self._batch(self.step)
         torch.manual_seed(_seed_for(cfg.seed, self.step, 1))
+        if self.sp is not None:  # SpecProp steps each stage itself; no global gradient norm
+            with autocast_context(self.device, self.amp):
+                loss_v = float(self.sp.step(x, x))
+            if not math.isfinite(loss_v):
+                raise TrainingDiverged(_diagnose(self.model, self.step, lr, loss_v, math.nan,
+                                                 last_finite))
+            return loss_v, math.nan, lr
         with autocast_context(self.device, self.amp):
             loss = self.loss_fn(x)
         loss.backward()
@@ -506,6 +543,8 @@ class _Trainer:
         return event
 
     def _save(self) -> Path:
+        if self.sp is not None:  # no step in flight in a checkpoint
+            self.sp.flush()
         state = {
             "step": self.step,
             "config": self.run_config.to_dict(),
@@ -574,6 +613,8 @@ class _Trainer:
         signum = stop.received  # also set when the signal came during the last step
         if signum is not None:
             status = "interrupted"
+        if self.sp is not None:
+            self.sp.flush()
         final = None if signum is not None else self._validate(cfg.final_eval_windows, True)
         ckpt = self._save()
         self.metrics.close()

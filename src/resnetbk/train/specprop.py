@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from resnetbk.debug import check_finite
 from resnetbk.geometry import lorentz
 from resnetbk.model import MegaByteLM
 
@@ -452,6 +453,7 @@ class _BodyStage:
             mean, var = self.dgm(rec.h_out.detach(), rec.context)
             step = mean if var is None else mean * confidence(mean, var).unsqueeze(-1)
         mean, step = mean.to(rec.h_out.dtype), step.to(rec.h_out.dtype)
+        check_finite(f"the predicted gradient of stage {self.index}", step)  # debug mode only
         rec.mean = mean
         rec.taken = self.gate is None or self.gate.open
         boot = self.cfg.target == "bootstrap" and self.index > 0
@@ -474,6 +476,7 @@ class _BodyStage:
         Returns dL/dh of the stage input (full backprop target of the stage below) or None."""
         rec = self.pending.pop(t)
         delta = delta.detach()
+        check_finite(f"the true gradient arriving at stage {self.index}", delta)
         self.last_target = delta
         true_step = not rec.taken or self.cfg.correction == "difference"
         below = self.cfg.target == "backprop" and self.index > 0
@@ -656,13 +659,6 @@ class SpecProp:
             t += 1
 
     # -- inspection -----------------------------------------------------------------------
-
-    @torch.no_grad()
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The input of the head for x (the body stages applied in turn, no training)."""
-        for stage in self.body:
-            x = stage.module(x)
-        return x
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """Every optimizer of the stages' parameters (true and speculative steps), e.g. for a

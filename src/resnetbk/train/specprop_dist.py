@@ -19,7 +19,7 @@ idles each stage for (n) / (m + n) of a step (bubble fraction for m micro-batche
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -296,10 +296,9 @@ def _backward(out: torch.Tensor, grad: torch.Tensor | None, params: list[torch.T
 
 @torch.no_grad()
 def pipeline_loss(stage: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                  device: torch.device | str, *, head: bool,
-                  reduce: Callable[[list[torch.Tensor]], float] | None = None) -> float | None:
-    """Evaluate the pipelined model: the mean of the head's losses over ``batches`` (on the
-    head rank; other ranks return None). ``reduce`` replaces the mean of the batch losses."""
+                  device: torch.device | str, *, head: bool) -> float | None:
+    """Evaluate the pipelined model: the mean of the head's losses over ``batches`` on the
+    head rank (``head=True``); the other ranks forward their stage and return None."""
     rank, _ = _rank("pipeline_loss")
     device = torch.device(device)
     chan = Channel(device)
@@ -311,6 +310,4 @@ def pipeline_loss(stage: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
         else:
             chan.send(stage(h_in), rank + 1)
     chan.close()
-    if not head:
-        return None
-    return reduce(losses) if reduce is not None else float(torch.stack(losses).mean())
+    return float(torch.stack(losses).mean()) if head else None
