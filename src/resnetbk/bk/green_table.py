@@ -107,6 +107,7 @@ def resolvent_h3(s: float) -> Callable[[torch.Tensor], torch.Tensor]:
 # ----------------------------------------------------------------------------- triton kernels
 
 if triton is not None:
+    from resnetbk.kernels.lut import lerp
 
     @triton.jit
     def _lut_kernel(
@@ -120,18 +121,19 @@ if triton is not None:
         """
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n_elem
-        x = (tl.load(d_ptr + offs, mask=mask, other=0.0).to(tl.float32) - d_min) * inv_h
-        xc = tl.where(x < 0.0, 0.0, tl.where(x > last, last, x))
-        # floor(xc) for xc in [0, last); the top end and NaN take the last segment (valid index)
-        i = tl.where(xc < last, xc, last - 1.0).to(tl.int32)
-        lo = tl.load(table_ptr + i, mask=mask, other=0.0)
-        hi = tl.load(table_ptr + i + 1, mask=mask, other=0.0)
+        d = tl.load(d_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        x = (d - d_min) * inv_h
         if BACKWARD:
+            xc = tl.where(x < 0.0, 0.0, tl.where(x > last, last, x))
+            # floor(xc) for xc in [0, last); the top end and NaN take the last segment
+            i = tl.where(xc < last, xc, last - 1.0).to(tl.int32)
+            lo = tl.load(table_ptr + i, mask=mask, other=0.0)
+            hi = tl.load(table_ptr + i + 1, mask=mask, other=0.0)
             g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             outside = (x < 0.0) | (x > last)
             res = tl.where(outside, 0.0, g * ((hi - lo) * inv_h))
         else:
-            res = lo + (xc - i.to(tl.float32)) * (hi - lo)
+            res = lerp(table_ptr, d, d_min, inv_h, last)  # kernels.lut: same clamp and lerp
             if ZERO_TAIL:
                 res = tl.where(x > last, 0.0, res)
         tl.store(out_ptr + offs, res, mask=mask)
