@@ -34,7 +34,9 @@ echo "pytest exit code: $status"
 # geometry kernels (issue 5, ~6 minutes): BENCHES="bench/geometry_gpu.py bench/linear_gpu.py
 # bench/lorentz_cdist_gpu.py bench/fastmath_gpu.py", then `python bench/gpu_tables.py`.
 # LNS and 2:4 sparsity (issue 6, ~2 minutes each): BENCHES="bench/lns_add_gpu.py
-# bench/lns_linear_gpu.py bench/sparse_gpu.py".
+# bench/lns_linear_gpu.py bench/sparse_gpu.py". SpecProp on one GPU (issue 8, ~4 minutes):
+# BENCHES=bench/specprop_gpu.py; on two GPUs (nvidia-h200-x2) run it directly:
+# torchrun --nproc-per-node 2 bench/specprop_gpu.py --two-gpu.
 # BENCH_TIMEOUT (seconds, default 600) caps each benchmark so that one slow benchmark cannot
 # take the results of the others with it.
 for bench in ${BENCHES-bench/bk_gpu.py bench/green_table.py bench/conv_gpu.py}; do

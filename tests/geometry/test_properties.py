@@ -229,6 +229,10 @@ def test_cdist_equals_pairwise_dist(seed: int, c: float, d: int) -> None:
     close(lorentz.cdist(x, y, c=c), pair, rtol=1e-7, atol=1e-7)
     batch = torch.stack([x, x.flip(0)])
     close(lorentz.cdist(batch, y, c=c)[1], pair.flip(0), rtol=1e-7, atol=1e-7)
+    # Mixed dtypes promote like elementwise ops: float32 x against float64 y is float64.
+    mixed = lorentz.cdist(x.float(), y, c=c)
+    assert mixed.dtype == G.F64
+    close(mixed, lorentz.cdist(x.float().double(), y, c=c), rtol=0, atol=0)
 
 
 @G.PROPS

@@ -196,4 +196,7 @@ def test_cuda_matches_cpu(gen: torch.Generator) -> None:
     x = log_uniform(10000, -15, 15, gen)
     codes = encode(x)
     assert torch.equal(encode(x.cuda()).cpu(), codes)
-    assert torch.equal(decode(codes.cuda()).cpu(), decode(codes))
+    # decode is float64 exp2, faithfully rounded on both devices: equal within one ulp (the H200
+    # and the CPU libm differ in the last bit for some codes).
+    cpu, gpu = decode(codes), decode(codes.cuda()).cpu()
+    assert ((gpu - cpu).abs() <= cpu.abs() * 2.0**-52).all()

@@ -464,6 +464,8 @@ def _backend_or_skip(backend: str) -> None:
         pytest.skip("cuSPARSELt is not available in this torch build")
     if torch.cuda.get_device_capability() < (8, 0):
         pytest.skip("2:4 sparse Tensor Cores need sm_80+")
+    if backend == "cutlass" and torch.cuda.get_device_capability()[0] != 8:
+        pytest.skip("torch's CUTLASS 2:4 kernels run only on sm_8x")
 
 
 @pytest.mark.gpu
@@ -515,7 +517,22 @@ def test_semi_structured_follows_optimizer_steps(gen: torch.Generator,
 def test_semi_structured_shape_fallback_warns(gen: torch.Generator,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sparse_mod, "_warned", set())
-    layer, x = _compressed_cuda_case(64, 20, "cutlass", gen)
+    layer, x = _compressed_cuda_case(64, 20, "auto", gen)
     with torch.no_grad(), pytest.warns(SparseFallbackWarning, match="out_features=20"):
+        y = layer(x)
+    assert torch.equal(y, layer.decompress()(x))
+
+
+@pytest.mark.gpu
+def test_cutlass_off_sm8x_falls_back(gen: torch.Generator,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's CUTLASS 2:4 kernels raise outside sm_8x (an H200 is sm_90): the layer says so
+    and runs the dense form instead of crashing."""
+    if torch.cuda.get_device_capability()[0] == 8:
+        pytest.skip("CUTLASS 2:4 kernels run on this sm_8x GPU")
+    monkeypatch.setattr(sparse_mod, "_warned", set())
+    layer, x = _compressed_cuda_case(64, 64, "auto", gen)
+    layer.compress("cutlass")
+    with torch.no_grad(), pytest.warns(SparseFallbackWarning, match="only on sm_8x"):
         y = layer(x)
     assert torch.equal(y, layer.decompress()(x))

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch._functorch.config as functorch_config
 import torch.nn.functional as F
 from torch import nn
 
 from resnetbk.debug import debug_checks
+from resnetbk.geometry import lorentz
+from resnetbk.kernels import dispatch as be
 from resnetbk.model import MODEL_PRESETS, build_model
 from resnetbk.train.config import ConfigError, TrainConfig
 from resnetbk.train.lm import build_optimizers, read_metrics, train_lm
@@ -395,6 +398,71 @@ def test_cuda_streams_match_the_sequential_schedule(gen: torch.Generator, delay:
                                atol=1e-12)
     for p, q in zip(twin.parameters(), seq.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12)
+
+
+def test_apply_gives_gradients_the_parameter_strides() -> None:
+    """Fused optimizers need each gradient laid out like its parameter (backward's layout
+    contract); autograd.grad through compiled graphs can return transposed gradients."""
+    from resnetbk.train.specprop import _apply
+
+    weight = nn.Parameter(torch.zeros(3, 5))
+    grad = torch.arange(15.0).reshape(5, 3).t()  # same values' shape, transposed strides
+    seen = []
+
+    class Recorder(torch.optim.SGD):
+        def step(self, closure: None = None) -> None:
+            seen.append((weight.grad.stride(), weight.grad.clone()))
+            super().step()
+
+    _apply([weight], [grad], [Recorder([weight], lr=1.0)])
+    assert seen[0][0] == weight.stride()
+    assert torch.equal(seen[0][1], grad) and torch.equal(weight.detach(), -grad)
+    assert weight.grad is None
+
+
+class _HyperbolicTanh(nn.Module):
+    """tanh, then a round trip through the hyperboloid: lorentz.expmap0/logmap0 take their
+    torch.compile path on CUDA float32 with autograd (graphs that donate buffers by default)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = F.pad(torch.tanh(x), (1, 0))
+        return lorentz.logmap0(lorentz.expmap0(v, c=1.0), c=1.0)[..., 1:]
+
+
+def test_speculation_allows_retained_graphs(gen: torch.Generator) -> None:
+    """SpecProp turns torch.compile's donated buffers off (a donating graph refuses the second
+    backward pass that speculation needs) and says so."""
+    with functorch_config.patch(donated_buffer=True):
+        with pytest.warns(UserWarning, match="donated buffers"):
+            _wrap(_net(gen), SpecPropConfig())
+        assert functorch_config.donated_buffer is False
+
+
+@pytest.mark.gpu
+@functorch_config.patch(donated_buffer=True)
+def test_speculation_through_compiled_geometry(gen: torch.Generator) -> None:
+    """Speculative steps through geometry ops that run compiled on CUDA (each stage's graph is
+    backpropagated twice); a model compiled with donated buffers before SpecProp was built is
+    recompiled, so the steps stay finite and match the eager reference path."""
+    seq = nn.Sequential(nn.Linear(5, 64), _HyperbolicTanh(), nn.Linear(64, 64), _HyperbolicTanh(),
+                        nn.Linear(64, 3)).cuda()
+    twin = copy.deepcopy(seq)
+    data = [(x.float().cuda(), y.cuda()) for x, y in _data(gen, 6, batch=128)]
+    F.cross_entropy(seq(data[0][0]), data[0][1]).backward()  # compiled with donated buffers
+    seq.zero_grad(set_to_none=True)
+    with pytest.warns(UserWarning, match="donated buffers"):
+        runs = [_wrap(seq, SpecPropConfig(), _adam), _wrap(twin, SpecPropConfig(), _adam)]
+    losses: list[list[torch.Tensor]] = [[], []]
+    for k, (sp, out) in enumerate(zip(runs, losses, strict=True)):
+        with be.backend("triton" if k == 0 else "torch"):
+            for x, y in data:
+                out.append(sp.step(x, y))
+            sp.flush()
+    assert torch.stack(losses[0]).isfinite().all()
+    torch.testing.assert_close(torch.stack(losses[0]), torch.stack(losses[1]), rtol=1e-4,
+                               atol=1e-5)
+    for p, q in zip(seq.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
 
 
 # -- language model -------------------------------------------------------------------------

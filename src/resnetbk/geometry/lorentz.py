@@ -476,13 +476,15 @@ def cdist(x: torch.Tensor, y: torch.Tensor, *, c: Curvature) -> torch.Tensor:
         from resnetbk.kernels.lorentz_cdist import lorentz_cdist as fused
 
         return fused(x, y, curvature_value(c))
-    xc, yc = upcast(x, y)
+    # Mixed dtypes promote as elementwise ops do (the GEMM needs one dtype).
+    out_dtype = torch.promote_types(x.dtype, y.dtype)
+    xc, yc = upcast(x.to(out_dtype), y.to(out_dtype))
     cc = as_curvature(c, xc)
     # The metric sign is folded into one operand so the product is one GEMM.
     y_flip = torch.cat([-yc[..., :1], yc[..., 1:]], dim=-1)
     alpha = -(xc @ y_flip.transpose(-1, -2))
     # A tensor c broadcasts against x[..., :1], i.e. one curvature per row of the result.
-    return (arcosh(cc * alpha) / sqrt_c(cc)).to(x.dtype)
+    return (arcosh(cc * alpha) / sqrt_c(cc)).to(out_dtype)
 
 
 def parallel_transport(

@@ -315,6 +315,10 @@ class SparseLorentzLinear(LorentzLinear):
         cls = _semi_structured_class(self._semi_backend)
         if isinstance(cls, str):
             return cls
+        if cls is torch.sparse.SparseSemiStructuredTensorCUTLASS and major != 8:
+            # torch's CUTLASS 2:4 kernels are built for sm_8x only (they raise on an H200)
+            return (f"the GPU is sm_{major}{minor}: torch's CUTLASS 2:4 kernels run only on sm_8x "
+                    "(use compress(backend='cusparselt'))")
         rows = cls._DTYPE_SHAPE_CONSTRAINTS[x.dtype].sparse_min_rows
         if self.out_features % rows:
             return (f"out_features={self.out_features} is not a multiple of {rows} (the "

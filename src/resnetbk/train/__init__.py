@@ -1,5 +1,6 @@
-"""Training: the byte language model (``train_lm``, ``evaluate_bpb``, configs, checkpoints) and
-tree embeddings in hyperbolic and Euclidean space.
+"""Training: the byte language model (``train_lm``, ``evaluate_bpb``, configs, checkpoints),
+speculative backpropagation (``SpecProp``, one process or one stage per GPU) and tree
+embeddings in hyperbolic and Euclidean space.
 
 The language-model names are imported on first use (PEP 562), so that the tree-embedding
 tools do not load the model and data packages.
@@ -34,6 +35,12 @@ _LAZY = {
     "evaluate_bpb": "resnetbk.train.evaluate",
     "TrainingDiverged": "resnetbk.train.lm",
     "train_lm": "resnetbk.train.lm",
+    "SpecProp": "resnetbk.train.specprop",
+    "SpecPropConfig": "resnetbk.train.specprop",
+    "split_lm": "resnetbk.train.specprop",
+    "split_sequential": "resnetbk.train.specprop",
+    "run_gpipe": "resnetbk.train.specprop_dist",
+    "run_specprop": "resnetbk.train.specprop_dist",
 }
 
 __all__ = [
@@ -44,6 +51,8 @@ __all__ = [
     "EmbeddingConfig",
     "EmbeddingResult",
     "RunConfig",
+    "SpecProp",
+    "SpecPropConfig",
     "TrainConfig",
     "TrainingDiverged",
     "TreeEmbedding",
@@ -55,8 +64,12 @@ __all__ = [
     "load_config",
     "load_trained_model",
     "reconstruction_metrics",
+    "run_gpipe",
     "run_preset",
+    "run_specprop",
     "save_config",
+    "split_lm",
+    "split_sequential",
     "train_lm",
 ]
 

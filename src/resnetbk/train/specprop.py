@@ -30,12 +30,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch._functorch.config as functorch_config
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
@@ -356,8 +358,13 @@ def _as_list(opt: Any) -> list[torch.optim.Optimizer]:
 def _apply(params: Sequence[nn.Parameter], grads: Sequence[torch.Tensor | None],
            optimizers: Sequence[torch.optim.Optimizer]) -> None:
     """One step of ``optimizers`` with ``grads`` as the gradients of ``params`` (None: the
-    parameter was not used, the optimizers skip it)."""
+    parameter was not used, the optimizers skip it).
+
+    A gradient gets its parameter's strides, as ``backward`` guarantees and fused optimizers
+    require; ``autograd.grad`` can return others (compiled graphs do)."""
     for p, g in zip(params, grads, strict=True):
+        if g is not None and g.stride() != p.stride():
+            g = torch.empty_like(p).copy_(g)
         p.grad = g
     for opt in optimizers:
         opt.step()
@@ -523,6 +530,25 @@ class _Head:
         return loss.detach(), grads[-1]
 
 
+def _allow_retained_graphs() -> None:
+    """Let compiled graphs take a second backward pass (SpecProp's speculative VJP keeps each
+    stage's graph for the true gradient: ``retain_graph=True``).
+
+    Graphs that ``torch.compile`` builds with donated buffers (torch's default; resnetbk's
+    geometry ops compile their reference formulas on CUDA) refuse that. So donated buffers go
+    off process-wide, and graphs compiled before are dropped (``torch._dynamo.reset``) to be
+    recompiled without them: with the check off, a stale graph that donates its saved tensors
+    would silently corrupt the second pass. They only saved backward memory.
+    """
+    if functorch_config.donated_buffer:
+        functorch_config.donated_buffer = False
+        torch._dynamo.reset()
+        warnings.warn("SpecProp turned off torch.compile's donated buffers for this process "
+                      "(torch._functorch.config.donated_buffer = False) and reset compiled "
+                      "graphs: it backpropagates twice through each stage's graph",
+                      stacklevel=3)
+
+
 class SpecProp:
     """Trains ``body`` stages and a ``head`` with speculative backpropagation (module docstring).
 
@@ -560,6 +586,7 @@ class SpecProp:
             if ids & seen:
                 raise ValueError(f"stage {k} shares parameters with an earlier stage")
             seen |= ids
+        _allow_retained_graphs()
         self.config, self.context_fn = cfg, context_fn
         hops = [(n - k) if cfg.target == "backprop" else 1 for k in range(n)]
         self.body = [_BodyStage(k, m, d, cfg, optimizer, spec_optimizer or optimizer,
