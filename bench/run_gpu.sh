@@ -30,7 +30,9 @@ status=${PIPESTATUS[0]}
 echo "pytest exit code: $status"
 # GPU benchmarks (each writes bench/results/<name>_<gpu>.json); logs and results go to $OUT.
 # BENCHES overrides the list, e.g. BENCHES=bench/lm_gpu.py (the language-model comparison,
-# ~8 minutes: not in the default list, which must fit one 10-minute device call). The fused
+# ~8 minutes: not in the default list, which must fit one 10-minute device call); where its
+# step time goes, Lorentz vs Euclidean: BENCHES=bench/lm_profile.py (~1 minute; add
+# "--compile" by running it directly for the whole-loss-compiled variant). The fused
 # geometry kernels (issue 5, ~6 minutes): BENCHES="bench/geometry_gpu.py bench/linear_gpu.py
 # bench/lorentz_cdist_gpu.py bench/fastmath_gpu.py", then `python bench/gpu_tables.py`.
 # LNS and 2:4 sparsity (issue 6, ~2 minutes each): BENCHES="bench/lns_add_gpu.py

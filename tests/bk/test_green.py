@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import resnetbk
 from resnetbk.bk import causal_green, green, resolvent_diag
 from resnetbk.bk.green import _chunk_length, causal_green_reference
 
@@ -315,6 +316,29 @@ def test_bad_inputs_raise_value_error() -> None:
     if "triton" in green._BACKENDS and not a.is_cuda:
         with pytest.raises(ValueError, match="runs on CUDA"):
             causal_green(a, k, z, backend="triton")
+
+
+def test_value_checks_can_be_skipped_outside_debug_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_values=False skips exactly the two value checks (each a host sync on a GPU):
+    shapes are still checked, and debug mode checks the values anyway."""
+    a = torch.zeros(2, 5, dtype=F64)
+    k = torch.ones(2, 5, dtype=F64)
+    z = torch.full((2, 1), 0.5j, dtype=C128)
+
+    def no_sync(*_: object) -> None:
+        raise AssertionError("a value check ran")
+
+    want = causal_green_reference(a, k, z)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.Tensor, "all", no_sync)
+        got = causal_green(a, k, z, check_values=False)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="same, non-zero last"):
+        causal_green(a, k[:, :4], z, check_values=False)
+    with resnetbk.debug_checks(), pytest.raises(ValueError, match="k must be >= 0"):
+        causal_green(a, -k, z, check_values=False)
+    with resnetbk.debug_checks(), pytest.raises(ValueError, match=r"Im z > 0"):
+        causal_green(a, k, z.conj(), check_values=False)
 
 
 def test_resolvent_bad_inputs_raise_value_error() -> None:

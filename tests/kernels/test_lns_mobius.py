@@ -85,7 +85,11 @@ def _check(x64: torch.Tensor, y64: torch.Tensor, c: float, device: str, backend:
     assert out.dtype == dtype and out.shape == x.shape
     assert bool(out.isfinite().all())
     radius = out.double().norm(dim=-1) * c**0.5
-    assert bool((radius <= 1 - poincare.ball_eps(dtype) + 4e-7).all())
+    # On or inside the output guard 1 - eps in float32; stored in a half dtype, rounding may
+    # move a point out by ~u|o|, still below the read radius 1 - eps/2 (geometry.numerics).
+    limit = (1 - poincare.ball_eps(dtype) + 4e-7 if dtype == torch.float32
+             else poincare.read_radius(dtype))
+    assert bool((radius <= limit).all()), float(radius.max())
     # The kernel reads points beyond sqrt(c)|x| = rho (as computed) on that sphere.
     scale = 2 ** (2.0 ** -(frac_bits + 1))
     margin = max(1, math.ceil(-2 * math.log2(poincare.read_radius(dtype)) * 2**frac_bits))

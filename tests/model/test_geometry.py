@@ -9,7 +9,7 @@ import torch
 from _model_variants import MICRO, P, make, random_bytes
 
 from resnetbk.geometry import lorentz
-from resnetbk.model.megabyte import soft_bound
+from resnetbk.model.megabyte import ResidualSpace, soft_bound
 
 
 def _global_states(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -136,3 +136,71 @@ def test_add_read_returns_the_features_of_the_new_state(name: str) -> None:
     h = space.lift(3 * torch.randn(4, MICRO.d_global, dtype=torch.float64))
     new, features = space.add_read(h, 5 * torch.randn(4, MICRO.d_global, dtype=torch.float64))
     torch.testing.assert_close(features, space.read(new), rtol=1e-12, atol=1e-12)
+
+
+def _add_read_by_public_ops(space: ResidualSpace, h: torch.Tensor,
+                            y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual update written with the validated public geometry ops (ResidualSpace's
+    docstring): what the one-function update must equal."""
+    y = soft_bound(y.to(h.dtype), space.max_step)
+    if not space.hyperbolic:
+        h = soft_bound(h + y, space.max_radius)
+        return h, h
+    c = space.c
+    v = torch.cat([torch.zeros_like(y[..., :1]), y], -1)
+    o = lorentz.origin(space.dim, c=c, dtype=h.dtype, device=h.device).expand_as(h)
+    h = lorentz.expmap(h, lorentz.parallel_transport(o, h, v, c=c), c=c)
+    u = soft_bound(lorentz.logmap0(h, c=c)[..., 1:], space.max_radius)
+    return lorentz.expmap0(torch.cat([torch.zeros_like(u[..., :1]), u], -1), c=c), u
+
+
+@pytest.mark.parametrize("name", ["lorentz-bk", "euclidean-bk"])
+def test_add_read_equals_the_public_ops(name: str, gen: torch.Generator) -> None:
+    """The update as one function (one compiled call on CUDA) is the same arithmetic as the
+    public ops: bit-identical on the CPU, where both run eagerly."""
+    space = make(name).space
+    h = space.lift(3 * torch.randn(4, 7, MICRO.d_global, dtype=torch.float64, generator=gen))
+    y = 5 * torch.randn(4, 7, MICRO.d_global, dtype=torch.float64, generator=gen)
+    for got, want in zip(space.add_read(h, y), _add_read_by_public_ops(space, h, y),
+                         strict=True):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["lorentz-bk", "euclidean-bk"])
+def test_add_read_traces_as_one_graph(name: str, gen: torch.Generator) -> None:
+    """torch.compile takes the whole update, forward and backward, as one graph (fullgraph:
+    a graph break would split the one compiled call into several)."""
+    space = make(name, dtype=torch.float32).space
+    h = space.lift(torch.randn(2, 5, MICRO.d_global, generator=gen)).requires_grad_()
+    y = torch.randn(2, 5, MICRO.d_global, generator=gen, requires_grad=True)
+    traced = torch.compile(space._update, backend="aot_eager", fullgraph=True)
+    got = traced(h, y, space.c)
+    want = space._update(h, y, space.c)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    grads = torch.autograd.grad(sum(t.sum() for t in got), (h, y))
+    ref = torch.autograd.grad(sum(t.sum() for t in want), (h, y))
+    for a, b in zip(grads, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["lorentz-bk", "euclidean-bk"])
+def test_compiled_add_read_matches_eager(name: str, gen: torch.Generator) -> None:
+    """On CUDA the update runs compiled (Inductor): values and gradients as the eager update
+    (backend "torch") within float32 rounding, bf16 sublayer outputs included."""
+    from resnetbk.kernels import dispatch
+
+    space = make(name, dtype=torch.float32).space
+    h0 = space.lift(3 * torch.randn(8, 64, MICRO.d_global, generator=gen)).cuda()
+    y0 = (5 * torch.randn(8, 64, MICRO.d_global, generator=gen)).cuda().bfloat16()
+    results = []
+    for choice in ("auto", "torch"):
+        h, y = h0.clone().requires_grad_(), y0.clone().requires_grad_()
+        with dispatch.backend(choice):
+            out = space.add_read(h, y)
+        grads = torch.autograd.grad(sum((t * t).sum() for t in out), (h, y))
+        results.append((*out, *grads))
+    for a, b in zip(*results, strict=True):
+        tol = 1e-2 if a.dtype == torch.bfloat16 else 2e-4  # y's gradient is rounded to bf16
+        torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol)

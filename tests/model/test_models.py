@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from _model_variants import MICRO, VARIANTS, P, make, random_bytes
@@ -164,3 +166,32 @@ def test_bad_inputs_give_clear_errors(gen: torch.Generator) -> None:
     for match, kwargs in bad_calls:
         with pytest.raises(ValueError, match=match):
             list(model.generate(**kwargs))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["lorentz-bk", "euclidean-bk"])
+def test_training_step_never_waits_for_the_gpu(name: str, gen: torch.Generator,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forward and backward of a training step on CUDA (bf16 autocast) issue no host-device
+    synchronisation besides the loss's one byte-range check: a sync stalls the host until the
+    GPU drains its queue, and the model's step is host-bound (docs/KERNELS.md "Open")."""
+    model = make(name, dtype=torch.float32).cuda()
+    x = random_bytes(gen, 4, 16 * P).cuda()
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model.loss(x)
+        loss.backward()
+
+    step()  # warm-up: compilation and first-call set-up may synchronise
+    monkeypatch.setattr(model, "check_bytes", lambda _: None)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    assert not syncs, syncs[:3]

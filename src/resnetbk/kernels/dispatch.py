@@ -19,6 +19,7 @@ import functools
 import importlib.util
 import os
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import torch
 
@@ -63,6 +64,7 @@ FUSED_PATHS: dict[str, tuple[str, str]] = {
 }
 
 _override: list[str] = []
+R = TypeVar("R")  # what a compiled reference returns (a tensor, or a tuple of them)
 
 
 def _checked(name: str, source: str) -> str:
@@ -126,12 +128,12 @@ def use_row_kernel(*tensors: torch.Tensor, c: float | torch.Tensor = 1.0) -> boo
 
 
 @functools.cache
-def _compiled(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+def _compiled(fn: Callable[..., R]) -> Callable[..., R]:
     return torch.compile(fn)
 
 
-def compiled_reference(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor,
-                       c: float | torch.Tensor) -> torch.Tensor:
+def compiled_reference(fn: Callable[..., R], *tensors: torch.Tensor,
+                       c: float | torch.Tensor) -> R:
     """``fn(*tensors, c)``, where the op's fused path is ``torch.compile`` of its reference:
     compiled (Inductor fuses the elementwise formula into one or two Triton kernels at the
     copy-bandwidth floor) when :func:`use_kernels` says so, eager otherwise. Chosen per op by

@@ -22,6 +22,7 @@ otherwise. See ``ResidualSpace`` for the residual update and its bounds.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,9 @@ import torch
 from torch import nn
 
 from resnetbk.geometry import Lorentz, lorentz
+from resnetbk.geometry.lorentz import _expmap0, _expmap_stored, _logmap0, _parallel_transport
 from resnetbk.geometry.numerics import compute_dtype, norm, tanhc
+from resnetbk.kernels.dispatch import compiled_reference
 from resnetbk.model.base import ByteLM
 from resnetbk.model.config import ModelConfig
 from resnetbk.nn.attention import CausalSelfAttention, TransformerBlock, mlp
@@ -47,6 +50,26 @@ def soft_bound(v: torch.Tensor, bound: float) -> torch.Tensor:
     """v rescaled to length ``bound * tanh(|v| / bound)``: v + O(|v|^3) for short vectors,
     length < ``bound`` always, smooth, direction kept."""
     return v * tanhc(norm(v) / bound)
+
+
+def _hyperboloid_update(h: torch.Tensor, y: torch.Tensor, c: float, max_step: float,
+                        max_radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ResidualSpace.add_read`` on the hyperboloid: exp_h(PT_{o->h}(0, y)) with the step and
+    the radius bounded, from the formulas behind ``lorentz.parallel_transport``, ``expmap``,
+    ``logmap0`` and ``expmap0`` (the same arithmetic, without their validation and dispatch)."""
+    y = soft_bound(y.to(h.dtype), max_step)
+    v = torch.cat([torch.zeros_like(y[..., :1]), y], -1)  # tangent at the origin
+    o = lorentz.origin(h.shape[-1] - 1, c=c, dtype=h.dtype, device=h.device).expand_as(h)
+    h = _expmap_stored(h, _parallel_transport(o, h, v, c), c)
+    u = soft_bound(_logmap0(h, c)[..., 1:], max_radius)
+    return _expmap0(torch.cat([torch.zeros_like(u[..., :1]), u], -1), c), u
+
+
+def _euclidean_update(h: torch.Tensor, y: torch.Tensor, c: float, max_step: float,
+                      max_radius: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ResidualSpace.add_read`` in R^D: h + y with the step and the norm bounded (c unused)."""
+    h = soft_bound(h + soft_bound(y.to(h.dtype), max_step), max_radius)
+    return h, h
 
 
 class ResidualSpace:
@@ -77,6 +100,9 @@ class ResidualSpace:
         self.c = cfg.curvature
         self.dim = cfg.d_global
         self.max_step, self.max_radius = cfg.max_step, cfg.max_radius
+        self._update = functools.partial(
+            _hyperboloid_update if self.hyperbolic else _euclidean_update,
+            max_step=cfg.max_step, max_radius=cfg.max_radius)
 
     def lift(self, u: torch.Tensor) -> torch.Tensor:
         """A state from u (..., D) in R^D (the tangent space at the origin), radius bounded;
@@ -99,16 +125,16 @@ class ResidualSpace:
 
     def add_read(self, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(h (+) y, read(h (+) y)): the radius bound already yields the new state's features,
-        so the next sublayer needs no second log_o."""
-        y = soft_bound(y.to(h.dtype), self.max_step)
-        if not self.hyperbolic:
-            h = soft_bound(h + y, self.max_radius)
-            return h, h
-        v = torch.cat([torch.zeros_like(y[..., :1]), y], -1)  # tangent at the origin
-        o = lorentz.origin(self.dim, c=self.c, dtype=h.dtype, device=h.device).expand_as(h)
-        h = lorentz.expmap(h, lorentz.parallel_transport(o, h, v, c=self.c), c=self.c)
-        u = soft_bound(self.read(h), self.max_radius)
-        return self._from_features(u), u
+        so the next sublayer needs no second log_o.
+
+        The whole update is one function of the geometry's formulas, which CUDA tensors run as
+        one ``torch.compile`` call (``compiled_reference``), in both geometries: the model's
+        step is bound by host-side launch overhead (on the H200 the GPU is busy for 40 of the
+        148 ms of a ``small`` step, ``bench/lm_profile.py``), and as separate ops the update
+        was four compiled calls and about a dozen eager ones."""
+        if self.hyperbolic:
+            lorentz.check_point("h", h, self.c)  # debug mode only: the formulas do not validate
+        return compiled_reference(self._update, h, y, c=self.c)
 
     def new_pad(self) -> nn.Parameter:
         """The learned global input of patch 0: a ``ManifoldParameter`` on the hyperboloid (the
