@@ -5,7 +5,8 @@ One CUDA device, bf16 autocast (as `resnetbk train` uses on GPU), the `small` pr
 ResNet-BK and ``baseline_config`` of it for the Transformer (parameter counts in the JSON):
 
 1. **Training throughput** at context 8K and 64K bytes: one optimizer step (forward, backward,
-   AdamW) on random bytes, bytes/s = batch x context / median step time (CUDA events, after
+   the trainer's optimizers: fused AdamW, RiemannianAdam for manifold parameters) on random
+   bytes, bytes/s = batch x context / median step time (CUDA events, after
    warm-up), and peak memory (``torch.cuda.max_memory_allocated``). Batch 8 at 8K, 1 at 64K:
    the same bytes per step. A configuration that runs out of memory is recorded as such.
    The Lorentz model is measured twice: with the fused geometry kernels (``backend("auto")``,
@@ -38,6 +39,8 @@ import torch
 from resnetbk.kernels import dispatch
 from resnetbk.model import MODEL_PRESETS, baseline_config, build_model
 from resnetbk.model.config import ModelConfig
+from resnetbk.train.config import TRAIN_PRESETS
+from resnetbk.train.lm import build_optimizers
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -63,15 +66,19 @@ def step_throughput(cfg: ModelConfig, context: int, batch: int, reps: int = 5,
     """Median optimizer-step time and peak memory at (batch, context), bf16 autocast."""
     torch.manual_seed(0)
     model = build_model(cfg).cuda()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # The trainer's optimizers (fused AdamW; RiemannianAdam for the Lorentz pad). A plain
+    # AdamW over model.parameters() would run its per-tensor loop for the Lorentz model only:
+    # torch's foreach and fused paths refuse tensor subclasses such as ManifoldParameter.
+    opts = build_optimizers(model, TRAIN_PRESETS["small"], torch.device("cuda")).values()
     x = torch.randint(0, 256, (batch, context), device="cuda")
 
     def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16), dispatch.backend(geometry_backend):
             loss = model.loss(x)
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
 
     torch.cuda.reset_peak_memory_stats()
     try:

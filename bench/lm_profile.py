@@ -29,15 +29,19 @@ from torch.profiler import ProfilerActivity, profile
 
 from resnetbk.model import MODEL_PRESETS, build_model
 from resnetbk.model.config import ModelConfig
+from resnetbk.train.config import TRAIN_PRESETS
+from resnetbk.train.lm import build_optimizers
 
 
 def step_fn(cfg: ModelConfig, batch: int, context: int, device: torch.device,
             compile_loss: bool) -> Callable[[], None]:
-    """One AdamW step on random bytes (bf16 autocast on CUDA), as a closure; the loss
+    """One training step on random bytes (bf16 autocast on CUDA), as a closure; the loss
     ``torch.compile``d as a whole if ``compile_loss`` (``train.compile=true``)."""
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # The trainer's optimizers: a plain AdamW would run its per-tensor loop for the Lorentz
+    # model only (torch's foreach and fused paths refuse the ManifoldParameter pad).
+    opts = build_optimizers(model, TRAIN_PRESETS["small"], device).values()
     x = torch.randint(0, 256, (batch, context), device=device)
     loss_fn = torch.compile(model.loss) if compile_loss else model.loss
 
@@ -45,8 +49,9 @@ def step_fn(cfg: ModelConfig, batch: int, context: int, device: torch.device,
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = loss_fn(x)
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
 
     return step
 
