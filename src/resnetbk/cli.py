@@ -50,7 +50,8 @@ def _backend_table() -> list[tuple[str, str, str]]:
     rows = [(op, kind if fused else "torch", what if fused else reason)
             for op, (kind, what) in dispatch.FUSED_PATHS.items()]
     if cuda and "triton" in green._BACKENDS:
-        rows.append(("bk.causal_green", "triton", "chunked Triton scan and adjoint kernels"))
+        rows.append(("bk.causal_green", "triton",
+                     "chunked Triton scan and adjoint kernels (torch.library custom ops)"))
     else:
         rows.append(("bk.causal_green", "torch", "chunked torch scan (" + (
             "triton not installed)" if cuda else "CPU tensors)")))

@@ -8,6 +8,8 @@ import pytest
 import torch
 from _model_variants import MICRO, VARIANTS, P, make, random_bytes
 
+from resnetbk.bk import green
+from resnetbk.kernels import dispatch
 from resnetbk.model import ByteTransformerLM, MegaByteLM, build_model
 
 
@@ -195,3 +197,44 @@ def test_training_step_never_waits_for_the_gpu(name: str, gen: torch.Generator,
         torch.cuda.set_sync_debug_mode("default")
     syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
     assert not syncs, syncs[:3]
+
+
+# The torch scan as an opaque custom op: what the Triton backend is on CUDA (its own ops are
+# checked under the interpreter in tests/bk/test_causal_green_triton.py).
+@torch.library.custom_op("resnetbk_tests::green_forward", mutates_args=())
+def _green_forward(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    return green._forward_torch(a, k, z)
+
+
+@_green_forward.register_fake
+def _(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    return a.new_empty(a.shape, dtype=z.dtype)
+
+
+@torch.library.custom_op("resnetbk_tests::green_backward", mutates_args=())
+def _green_backward(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, g: torch.Tensor,
+                    grad_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(t.clone() for t in green._backward_torch(a, k, z, g, grad_g))
+
+
+@_green_backward.register_fake
+def _(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, g: torch.Tensor,
+      grad_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (g.new_empty(g.shape, dtype=k.dtype), g.new_empty(g.shape, dtype=k.dtype),
+            g.new_empty((g.shape[0], 1)))
+
+
+def test_loss_compiles_as_one_graph(gen: torch.Generator,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the paths CUDA tensors take (geometry as compiled references, the scan as an
+    opaque custom op), torch.compile sees the loss after the byte check as one graph, so
+    ``train.compile=true`` can remove the per-op host overhead that bounds a step (no host
+    syncs, no graph breaks)."""
+    monkeypatch.setattr(dispatch, "use_kernels", lambda *tensors, c=1.0: True)
+    monkeypatch.setitem(green._BACKENDS, "torch", (_green_forward, _green_backward))
+    model = make("lorentz-bk", dtype=torch.float32)  # the Euclidean path is a subset
+    monkeypatch.setattr(model, "check_bytes", lambda _: None)
+    x = random_bytes(gen, 1, 4 * P)
+    explained = torch._dynamo.explain(model.loss)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), \
+        [str(b.reason).splitlines()[0] for b in explained.break_reasons]

@@ -15,6 +15,7 @@ from resnetbk.train import checkpoint as ck
 from resnetbk.train.checkpoint import (
     CheckpointError,
     find_checkpoint,
+    load_extra_state,
     load_optimizer_states,
     load_weights,
     read_state,
@@ -229,3 +230,31 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         read_state(tmp_path / "empty")
+
+
+def test_extra_state_round_trip_and_errors(tmp_path: Path, gen: torch.Generator) -> None:
+    """Extra training state (e.g. SpecProp's DGMs) is saved beside the optimizers, verified
+    by checksum like the other files and read back tensors-only; a missing entry, a missing
+    file and a corrupted file are clear CheckpointErrors."""
+    model, opt = _trained(gen)
+    extra = {"specprop": {"t": 3, "stages": [{"cosine": torch.randn(4, generator=gen)}]}}
+    save_checkpoint(tmp_path / "with", model=model, optimizers={"adamw": opt},
+                    state={"step": 1, "config": {}}, extra=extra)
+    ckpt, state = read_state(tmp_path / "with")
+    assert "extra.pt" in state["files"]
+    got = load_extra_state(ckpt, "specprop")
+    assert got["t"] == 3 and torch.equal(got["stages"][0]["cosine"],
+                                         extra["specprop"]["stages"][0]["cosine"])
+    with pytest.raises(CheckpointError, match=r"holds \['specprop'\], not the other state"):
+        load_extra_state(ckpt, "other")
+    data = (ckpt / "extra.pt").read_bytes()
+    (ckpt / "extra.pt").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(CheckpointError, match=r"extra\.pt is corrupted"):
+        read_state(tmp_path / "with")
+    _rewrite(ckpt, "extra.pt", b"not a zip file" * 10, True)
+    with pytest.raises(CheckpointError, match=r"extra\.pt cannot be read"):
+        load_extra_state(read_state(tmp_path / "with")[0], "specprop")
+    plain = _save(tmp_path / "plain", model, opt, 1)
+    assert "extra.pt" not in read_state(tmp_path / "plain")[1]["files"]
+    with pytest.raises(CheckpointError, match="holds no specprop state"):
+        load_extra_state(plain, "specprop")

@@ -21,7 +21,8 @@ from resnetbk.debug import debug_checks
 from resnetbk.geometry import lorentz
 from resnetbk.kernels import dispatch as be
 from resnetbk.model import MODEL_PRESETS, build_model
-from resnetbk.train.config import ConfigError, TrainConfig
+from resnetbk.train.checkpoint import load_extra_state, read_state
+from resnetbk.train.config import TrainConfig
 from resnetbk.train.lm import build_optimizers, read_metrics, train_lm
 from resnetbk.train.specprop import (
     CosineGate,
@@ -502,7 +503,7 @@ def test_lm_stages_are_the_model(gen: torch.Generator) -> None:
 def test_lm_trainer_with_specprop(tmp_path: Path) -> None:
     """``resnetbk train ... train.specprop=true``: the micro run trains through SpecProp
     (the loss falls, every stage optimizer follows the schedule), ends with a finite
-    validation bpb and a checkpoint, and refuses --resume."""
+    validation bpb and a checkpoint holding the SpecProp state."""
     from _lm_helpers import micro_run, write_corpus
 
     run = micro_run(write_corpus(tmp_path / "data"), "train.specprop=true",
@@ -515,8 +516,79 @@ def test_lm_trainer_with_specprop(tmp_path: Path) -> None:
               if e["event"] == "train"]
     assert len(losses) == 10 and all(map(math.isfinite, losses))
     assert sum(losses[-3:]) < sum(losses[:3])
-    with pytest.raises(ConfigError, match="specprop"):
-        train_lm(run, tmp_path / "out", resume=True)
+    ckpt, _ = read_state(tmp_path / "out")
+    saved = load_extra_state(ckpt, "specprop")
+    assert saved["t"] == 10 and len(saved["stages"]) == 1 and "dgm" in saved["stages"][0]
+
+
+def test_lm_trainer_with_specprop_resumes_exactly(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SpecProp run that crashes at step 8 resumes from its step-6 checkpoint (DGMs, their
+    optimizers, cosines and gates restored) and ends exactly like the uninterrupted run:
+    every logged loss, validation bpb and weight. (Checkpoints apply the steps in flight
+    first, in both runs; an interrupt between checkpoints adds such a flush, so a run resumed
+    after SIGINT is not bit-identical.)"""
+    from _lm_helpers import micro_run, state_dict_of, write_corpus
+
+    data = write_corpus(tmp_path / "data")
+    args = ("train.specprop=true", "train.steps=9", "train.ckpt_every=3", "train.eval_every=4")
+    full = train_lm(micro_run(data, *args), tmp_path / "full", log=lambda line: None)
+    real_step, calls = SpecProp.step, [0]
+
+    def crash_at_8(self: SpecProp, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] == 8:
+            raise MemoryError("simulated crash")
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(SpecProp, "step", crash_at_8)
+    with pytest.raises(MemoryError):
+        train_lm(micro_run(data, *args), tmp_path / "part", log=lambda line: None)
+    assert read_state(tmp_path / "part")[1]["step"] == 6
+    monkeypatch.undo()
+    resumed = train_lm(micro_run(data, *args), tmp_path / "part", resume=True,
+                       log=lambda line: None)
+    assert resumed["final_val_bpb"] == full["final_val_bpb"]
+    timing = {"bytes_per_s", "train_time_s"}
+    events = [[{k: v for k, v in e.items() if k not in timing}
+               for e in read_metrics(run / "metrics.jsonl") if e["event"] in ("train", "val")]
+              for run in (tmp_path / "full", tmp_path / "part")]
+    assert events[0] == events[1]
+    wa, wb = state_dict_of(tmp_path / "full"), state_dict_of(tmp_path / "part")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("cfg", [SpecPropConfig(uncertainty=True),
+                                 SpecPropConfig(gate_on=0.05, gate_off=0.0)],
+                         ids=["speculating", "gated"])
+def test_specprop_state_round_trip(cfg: SpecPropConfig, gen: torch.Generator) -> None:
+    """state_dict after flush restores into a fresh SpecProp (bit-identical next steps); it
+    refuses steps in flight and a SpecProp without DGMs."""
+    seq = _net(gen, width=8)
+    data = _data(gen, 6)
+    sp = _wrap(seq, cfg, _adam)
+    for x, y in data[:3]:
+        sp.step(x, y)
+    with pytest.raises(RuntimeError, match="in flight"):
+        sp.state_dict()
+    sp.flush()
+    twin_seq = copy.deepcopy(seq)
+    twin = _wrap(twin_seq, cfg, _adam)
+    # The stages' own optimizers are the caller's to save. Deep copies, as a checkpoint's
+    # save and load make: torch's optimizers would otherwise share their step counters.
+    for a, b in zip(twin.optimizers(), sp.optimizers(), strict=True):
+        a.load_state_dict(copy.deepcopy(b.state_dict()))
+    twin.load_state_dict(copy.deepcopy(sp.state_dict()))
+    for x, y in data[3:]:
+        torch.testing.assert_close(twin.step(x, y), sp.step(x, y), rtol=0, atol=0)
+    assert twin.stats() == sp.stats()
+    for a, b in zip(twin.dgms(), sp.dgms(), strict=True):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
+                                                      b.state_dict().values(), strict=True))
+    sp.flush()
+    state = sp.state_dict()
+    with pytest.raises(ValueError, match="draft gradient model"):
+        _wrap(_net(gen, width=8), SpecPropConfig(speculate=False)).load_state_dict(state)
 
 
 # -- digits: the published ordering of synthetic-gradient methods ---------------------------

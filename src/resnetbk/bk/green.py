@@ -310,6 +310,9 @@ def _backward_torch(
 _BACKENDS: dict[str, tuple[Forward, Backward]] = {"torch": (_forward_torch, _backward_torch)}
 
 
+# The Triton backend's two passes as torch.library custom ops: torch.compile keeps them as
+# opaque calls (a model compiled whole stays one graph; Dynamo never traces the launch code).
+@torch.library.custom_op("resnetbk::causal_green_forward", mutates_args=())
 def _forward_triton(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     # Imported on first use: importing triton costs ~1 s and must not be needed on CPU.
     from resnetbk.bk.causal_green_triton import forward
@@ -317,12 +320,25 @@ def _forward_triton(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.
     return forward(a, k, z)
 
 
+@_forward_triton.register_fake
+def _(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    return a.new_empty(a.shape, dtype=z.dtype)
+
+
+@torch.library.custom_op("resnetbk::causal_green_backward", mutates_args=())
 def _backward_triton(
     a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, g: torch.Tensor, grad_g: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from resnetbk.bk.causal_green_triton import backward
 
     return backward(a, k, z, g, grad_g)
+
+
+@_backward_triton.register_fake
+def _(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, g: torch.Tensor,
+      grad_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (g.new_empty(g.shape, dtype=k.dtype), g.new_empty(g.shape, dtype=k.dtype),
+            g.new_empty((g.shape[0], 1)))
 
 
 if importlib.util.find_spec("triton") is not None:

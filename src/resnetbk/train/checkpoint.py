@@ -5,14 +5,16 @@ Layout under a run directory::
     RUN/checkpoints/LATEST                   name of the current checkpoint directory
     RUN/checkpoints/step-00000200/model.safetensors   weights (safetensors: no pickle)
     RUN/checkpoints/step-00000200/optim.pt            optimizer states (torch.save, tensors only)
+    RUN/checkpoints/step-00000200/extra.pt            optional: other training state, e.g.
+                                                      SpecProp's draft gradient models
     RUN/checkpoints/step-00000200/state.json          format tag, step, config, data id,
-                                                      sizes and SHA-256 of the two files
+                                                      sizes and SHA-256 of the other files
 
 A save writes a fresh directory (files fsynced), renames it into place, then replaces
 ``LATEST`` atomically (``os.replace`` of an fsynced temporary file) and only then deletes the
 older checkpoint: a crash at any point leaves ``LATEST`` naming a complete checkpoint.
 Loading verifies sizes and checksums before parsing, so a truncated or corrupted file is
-reported as such; the weights are read with safetensors and the optimizer state with
+reported as such; the weights are read with safetensors, the optimizer and extra state with
 ``torch.load(weights_only=True)``. Every problem raises ``CheckpointError`` naming the path.
 """
 
@@ -42,6 +44,7 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "find_checkpoint",
+    "load_extra_state",
     "load_optimizer_states",
     "load_trained_model",
     "load_weights",
@@ -55,6 +58,7 @@ LATEST = "LATEST"
 CKPT_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.pt"
+EXTRA_FILE = "extra.pt"
 STATE_FILE = "state.json"
 _REQUIRED = {"format": str, "format_version": int, "step": int, "config": dict, "files": dict}
 
@@ -90,9 +94,12 @@ def save_checkpoint(
     model: nn.Module,
     optimizers: Mapping[str, torch.optim.Optimizer],
     state: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint of ``model``, ``optimizers`` and ``state`` (JSON-serialisable, must
     hold ``step`` and ``config``) under ``run_dir/checkpoints``; return its directory.
+    ``extra``: other training state by name (tensors, numbers, strings, lists and dicts of
+    them: what ``torch.load(weights_only=True)`` reads), see :func:`load_extra_state`.
 
     The previous checkpoint stays valid until this one is complete (module docstring).
     """
@@ -109,7 +116,11 @@ def save_checkpoint(
     safetensors.torch.save_file(tensors, tmp / MODEL_FILE,
                                 metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
     torch.save({name: opt.state_dict() for name, opt in optimizers.items()}, tmp / OPTIM_FILE)
-    for name in (MODEL_FILE, OPTIM_FILE):
+    files = [MODEL_FILE, OPTIM_FILE]
+    if extra:
+        torch.save(dict(extra), tmp / EXTRA_FILE)
+        files.append(EXTRA_FILE)
+    for name in files:
         _fsync_file(tmp / name)
     full_state = {
         "format": FORMAT,
@@ -117,7 +128,7 @@ def save_checkpoint(
         "resnetbk_version": resnetbk.__version__,
         "torch_version": torch.__version__,
         **state,
-        "files": {name: _digest(tmp / name) for name in (MODEL_FILE, OPTIM_FILE)},
+        "files": {name: _digest(tmp / name) for name in files},
     }
     with open(tmp / STATE_FILE, "w") as f:
         json.dump(full_state, f, indent=2)
@@ -178,7 +189,7 @@ def read_state(path: str | Path) -> tuple[Path, dict[str, Any]]:
     """(checkpoint directory, verified ``state.json``) for a run or checkpoint ``path``.
 
     Checks the format tag and version, the required keys, and the size and SHA-256 of the
-    weight and optimizer files.
+    weight, optimizer and (if present) extra-state files.
     """
     ckpt = find_checkpoint(path)
     if ckpt is None:
@@ -207,6 +218,8 @@ def read_state(path: str | Path) -> tuple[Path, dict[str, Any]]:
                               f"({FORMAT_VERSION}): upgrade resnetbk")
     for name in (MODEL_FILE, OPTIM_FILE):
         _verify_file(ckpt / name, state["files"].get(name))
+    if EXTRA_FILE in state["files"]:
+        _verify_file(ckpt / EXTRA_FILE, state["files"][EXTRA_FILE])
     return ckpt, state
 
 
@@ -264,17 +277,21 @@ def _short(names: list[str], n: int = 5) -> str:
     return ", ".join(repr(k) for k in names[:n]) + more
 
 
-def load_optimizer_states(optimizers: Mapping[str, torch.optim.Optimizer], ckpt: Path) -> None:
-    """Load ``ckpt/optim.pt`` (tensors only: ``weights_only=True``) into ``optimizers``."""
-    path = ckpt / OPTIM_FILE
+def _load_tensors_only(path: Path, why: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; CheckpointError if it fails."""
     try:
-        states = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError) as e:
         # torch's messages run to several sentences of advice: keep the first one.
         first = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() \
             else type(e).__name__
-        raise CheckpointError(f"{path} cannot be read (corrupted, or not a resnetbk optimizer "
-                              f"state): {first}") from None
+        raise CheckpointError(f"{path} cannot be read ({why}): {first}") from None
+
+
+def load_optimizer_states(optimizers: Mapping[str, torch.optim.Optimizer], ckpt: Path) -> None:
+    """Load ``ckpt/optim.pt`` (tensors only: ``weights_only=True``) into ``optimizers``."""
+    path = ckpt / OPTIM_FILE
+    states = _load_tensors_only(path, "corrupted, or not a resnetbk optimizer state")
     if not isinstance(states, dict) or set(states) != set(optimizers):
         found = sorted(states) if isinstance(states, dict) else type(states).__name__
         raise CheckpointError(f"{path} holds optimizer states {found}, but this model needs "
@@ -285,6 +302,20 @@ def load_optimizer_states(optimizers: Mapping[str, torch.optim.Optimizer], ckpt:
         except (ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{path}: the {name} state does not fit this model's "
                                   f"parameters: {e}") from None
+
+
+def load_extra_state(ckpt: Path, name: str) -> Any:
+    """The entry ``name`` of ``ckpt/extra.pt`` (``save_checkpoint(extra=...)``; read with
+    ``weights_only=True``, after :func:`read_state` verified the file)."""
+    path = ckpt / EXTRA_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{ckpt} holds no {name} state ({EXTRA_FILE} is missing): it was "
+                              f"written by a run without {name}")
+    extra = _load_tensors_only(path, "corrupted?")
+    if not isinstance(extra, dict) or name not in extra:
+        found = sorted(extra) if isinstance(extra, dict) else type(extra).__name__
+        raise CheckpointError(f"{path} holds {found}, not the {name} state")
+    return extra[name]
 
 
 def load_trained_model(

@@ -44,6 +44,7 @@ from resnetbk.optim._common import manifold_of
 from resnetbk.train.checkpoint import (
     CheckpointError,
     find_checkpoint,
+    load_extra_state,
     load_optimizer_states,
     load_weights,
     read_state,
@@ -387,9 +388,6 @@ def train_lm(
     existing = find_checkpoint(out) if out.exists() else None
     if resume and existing is None:
         raise ConfigError(f"--resume: {out} holds no checkpoint to resume from")
-    if resume and cfg.specprop:
-        raise ConfigError("--resume is not supported with train.specprop=true (the draft "
-                          "gradient models are not checkpointed)")
     if not resume and existing is not None:
         raise ConfigError(f"{out} already holds a checkpoint ({existing.name}); pass --resume to "
                           "continue it, or choose another output directory")
@@ -426,6 +424,13 @@ def train_lm(
         if state is not None:
             load_weights(model, ckpt)
             load_optimizer_states(optimizers, ckpt)
+            if sp is not None:
+                sp_state = load_extra_state(ckpt, "specprop")
+                try:
+                    sp.load_state_dict(sp_state)
+                except (ValueError, KeyError, RuntimeError) as e:
+                    raise CheckpointError(f"{ckpt}: the SpecProp state does not fit: {e}") \
+                        from None
         return _Trainer(run, out, model, optimizers, corpus, data_id, train_split, val_split,
                         device, amp, state, log, sp).run()
     finally:
@@ -543,7 +548,7 @@ class _Trainer:
         return event
 
     def _save(self) -> Path:
-        if self.sp is not None:  # no step in flight in a checkpoint
+        if self.sp is not None:  # no step in flight in a checkpoint (graphs cannot be saved)
             self.sp.flush()
         state = {
             "step": self.step,
@@ -553,8 +558,9 @@ class _Trainer:
             "bytes_seen": self.step * self.bytes_per_step,
             "last_val": self.last_val,
         }
+        extra = {"specprop": self.sp.state_dict()} if self.sp is not None else None
         return save_checkpoint(self.out, model=self.model, optimizers=self.optimizers,
-                               state=state)
+                               state=state, extra=extra)
 
     # -- the loop -------------------------------------------------------------------------
 

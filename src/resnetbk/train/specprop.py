@@ -685,6 +685,49 @@ class SpecProp:
             self._deliver(t)
             t += 1
 
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """SpecProp's own training state after :meth:`flush` (nothing in flight): per body
+        stage the DGM, its optimizer, the running cosine and the gate. The stages' parameters
+        and their optimizers are the caller's to save (they belong to the model)."""
+        if any(stage.pending for stage in self.body):
+            raise RuntimeError("SpecProp.state_dict: steps are in flight; call flush() first "
+                               "(their graphs cannot be saved)")
+        stages = []
+        for stage in self.body:
+            entry: dict[str, Any] = {}
+            if stage.dgm is not None:
+                entry = {"dgm": stage.dgm.state_dict(),
+                         "dgm_optimizer": stage.dgm_optimizer.state_dict(),
+                         "cosine": stage.cosine.detach().clone(),
+                         "gate_open": None if stage.gate is None else stage.gate.open}
+            stages.append(entry)
+        return {"t": self.t, "stages": stages}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` into a SpecProp built with the same stages and config
+        (ValueError naming what does not fit)."""
+        stages = state.get("stages") if isinstance(state, Mapping) else None
+        if not isinstance(stages, list) or len(stages) != len(self.body):
+            found = len(stages) if isinstance(stages, list) else type(stages).__name__
+            raise ValueError(f"SpecProp state has {found} body stages, this SpecProp has "
+                             f"{len(self.body)}")
+        for stage, entry in zip(self.body, stages, strict=True):
+            if (stage.dgm is None) != (not entry):
+                raise ValueError(f"SpecProp state of stage {stage.index}: "
+                                 f"{'no' if not entry else 'a'} draft gradient model, but this "
+                                 f"SpecProp has {'one' if stage.dgm is not None else 'none'} "
+                                 "(config.speculate differs)")
+            if stage.dgm is None:
+                continue
+            stage.dgm.load_state_dict(entry["dgm"])
+            stage.dgm_optimizer.load_state_dict(entry["dgm_optimizer"])
+            stage.cosine.copy_(entry["cosine"])
+            if stage.gate is not None:
+                stage.gate.open = bool(entry["gate_open"])
+        self.t = int(state["t"])
+
     # -- inspection -----------------------------------------------------------------------
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
