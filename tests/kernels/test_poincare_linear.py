@@ -3,11 +3,13 @@
 The kernel path (cuBLAS GEMM + Triton row epilogue, analytic backward) is compared with
 ``poincare.mobius_matvec`` run by torch: in float64 to 1e-10, and in float32 / bfloat16 /
 float16 within 2x the error of the same-dtype torch reference plus a floor of 4 ulp of the
-largest value (flash-attention's rule), for y, grad_x and grad_m. Inputs: points spread from
-the origin to sqrt(c)|x| = 1 - 1e-4, a zero row (Mx = 0), a tiny row, points past the read
-radius, matrices small and large enough for the output guard to hold. Both epilogue variants
-run: rows kept whole in registers and rows swept in tiles (``max_block=8``). Output buffers are
-NaN-poisoned. GPU only: torch.compile of the op and the bench-like width 4096.
+largest value (flash-attention's rule) and of the exact change under a half-ulp radial
+perturbation of x (the boundary rows' conditioning), for y, grad_x and grad_m. Inputs:
+points spread from the origin to sqrt(c)|x| = 1 - 1e-4, a zero row (Mx = 0), a tiny row,
+points past the read radius, matrices small and large enough for the output guard to hold.
+Both epilogue variants run: rows kept whole in registers and rows swept in tiles
+(``max_block=8``). Output buffers are NaN-poisoned. GPU only: torch.compile of the op and the
+bench-like width 4096.
 """
 
 from __future__ import annotations
@@ -102,12 +104,18 @@ def test_within_twice_torch_error(scale: float, device: str, gen: torch.Generato
         torch_same = _reference(m, x, grad)
         kernel = _autograd(m, x, grad)
         eps = torch.finfo(dtype).eps
-        for name, k, t, e in zip(("y", "grad_x", "grad_m"), kernel, torch_same, exact,
-                                 strict=True):
+        # Rows at sqrt(c)|x| = 1 - 1e-4 amplify one rounding of 1 - c|x|^2 ~1e4-fold, and the
+        # kernel and torch round it differently: the exact change under a half-ulp radial
+        # perturbation of x (what any backward-stable evaluation may show) joins the floor.
+        nudged = [_reference(m.double(), x.double() * (1 + sign * eps / 2), grad.double())
+                  for sign in (-1, 1)]
+        for i, (name, k, t, e) in enumerate(zip(("y", "grad_x", "grad_m"), kernel, torch_same,
+                                                exact, strict=True)):
             assert k.dtype == dtype and torch.isfinite(k).all(), f"{dtype} {name}"
             k_err = (k.double() - e).abs().max().item()
             t_err = (t.double() - e).abs().max().item()
-            floor = 4 * eps * e.abs().max().item()
+            floor = 4 * eps * e.abs().max().item() + max(
+                (n[i] - e).abs().max().item() for n in nudged)
             assert k_err <= 2 * t_err + floor, (
                 f"{dtype} {name}: kernel error {k_err:.3g} > 2 x torch {t_err:.3g} + {floor:.3g}")
 

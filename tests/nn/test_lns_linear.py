@@ -221,10 +221,20 @@ def test_module_conversions() -> None:
 
 def test_from_linear(gen: torch.Generator) -> None:
     linear = nn.Linear(24, 19)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(19, 24, generator=gen) / 24**0.5)
+        linear.weight[0, :2] = torch.tensor([1e-9, -1e-9])  # below the format's range
     layer = LNSLinear.from_linear(linear, bits=16)
     w = linear.weight.detach().double()
-    rel = (layer.decoded_weight(F64) / w - 1).abs().max().item()
+    decoded = layer.decoded_weight(F64)
+    # In range: one rounding. Below it: saturated to the smallest magnitude, sign kept.
+    smallest = layer.fmt.min_value * 2.0**layer.scale_log2
+    inside = w.abs() >= smallest
+    rel = (decoded / w - 1).abs()[inside].max().item()
     assert rel <= layer.fmt.max_rel_error * (1 + 1e-9)
+    assert (~inside).sum() >= 2
+    torch.testing.assert_close(decoded[~inside], smallest * w[~inside].sign(), rtol=1e-14,
+                               atol=0)
     assert torch.equal(layer.bias, linear.bias)
     x = torch.randn(5, 24, generator=gen)
     assert torch.allclose(layer(x), linear(x), rtol=0, atol=1e-3)

@@ -139,6 +139,8 @@ def compiled_reference(fn: Callable[..., R], *tensors: torch.Tensor,
     copy-bandwidth floor) when :func:`use_kernels` says so, eager otherwise. Chosen per op by
     measurement (bench/geometry_gpu.py) over a hand-written kernel that would not be faster."""
     if use_kernels(*tensors, c=c):
+        if torch.compiler.is_compiling():  # inside an outer torch.compile: it traces fn itself
+            return fn(*tensors, curvature_value(c))
         return _compiled(fn)(*tensors, curvature_value(c))
     return fn(*tensors, c)
 
