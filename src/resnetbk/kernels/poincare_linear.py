@@ -14,13 +14,14 @@ everything but the GEMM is a handful of per-row scalars:
     y = a h v
 
 Forward: one GEMM v = x M^T by cuBLAS in the input dtype (bfloat16 / float16 on Tensor Cores
-with float32 accumulation; where torch has ``torch.mm(..., out_dtype=float32)`` (2.8+) v comes
-out in float32, else in the input dtype). float32 inputs use torch's float32 matmul setting, so
-TF32 only if the user enabled it. Then ONE Triton epilogue per block of rows: read x once for
-|x|, read v once for |v| (kept in registers when a row fits one tile, else re-read per tile
-from L2), apply a h, write y once, and keep (|x|, |v|) per row for the backward. At batch
-8192, 4096 -> 4096 in bfloat16 the epilogue moves 256 MiB (v in float32, x, y), about 70 us at
-an H200's copy bandwidth, next to about 350 us of GEMM.
+with float32 accumulation). v comes out in bfloat16 for bfloat16 inputs (the rounding torch's
+bfloat16 reference makes too) and in float32 for float16 inputs (overflow: where torch has
+``torch.mm(..., out_dtype=float32)``, 2.8+; else in float16). float32 inputs use torch's
+float32 matmul setting, so TF32 only if the user enabled it. Then ONE Triton epilogue per
+block of rows: read x once for |x|, read v once for |v| (kept in registers when a row fits one
+tile, else re-read per tile from L2), apply a h, write y once, and keep (|x|, |v|) per row for
+the backward. At batch 8192, 4096 -> 4096 in bfloat16 the epilogue moves 192 MiB (v, x, y in
+bfloat16), about 50 us at an H200's copy bandwidth, next to about 350 us of GEMM.
 
 Backward, for g = dL/dy, with q(t) = h'(t)/t and D = (da/d|x|)/|x| (y = a h v, so v is not
 kept: y stands in for it):
@@ -313,6 +314,13 @@ def check_out(name: str, out: torch.Tensor, shape: tuple[int, ...], like: torch.
                          f"{like.device}, got {out.dtype} {tuple(out.shape)} on {out.device}")
 
 
+def _gemm_out_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of the forward GEMM's output v: bfloat16 stays bfloat16 (float32's range; the
+    rounding torch's bfloat16 reference also makes, and half the bytes the epilogue reads);
+    float16 goes to float32 (|v| may pass 65504 where |x|, |M| do not)."""
+    return dtype if dtype == torch.bfloat16 else compute_dtype(dtype)
+
+
 def gemm(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
     """a @ b by cuBLAS in the operands' dtype (Tensor Cores for half types, float32
     accumulation). A float32 ``out_dtype`` for half operands is honoured where torch writes it
@@ -367,7 +375,7 @@ def mobius_matvec_forward(m: torch.Tensor, x: torch.Tensor, c: float, *,
         check_out("out", out, shape, x)
     stats = torch.empty(rows, 2, dtype=compute_dtype(x.dtype), device=x.device)
     if rows:
-        v = gemm(xr, m.to(x.dtype).t(), compute_dtype(x.dtype))
+        v = gemm(xr, m.to(x.dtype).t(), _gemm_out_dtype(x.dtype))
         grid, bm, bn, bk, one_tile, warps = row_plan(rows, n, k, max_block)
         _forward_kernel[grid](v, xr, out, stats, rows, n, k, _radii_args(c, x),
                               BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, ONE_TILE=one_tile,
