@@ -150,8 +150,9 @@ def _augmented_weight(weight: torch.Tensor, width: int) -> torch.Tensor:
 def _augmented_input(xr: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The dense operand (rows, width) matching :func:`_augmented_weight`: (x_s, x_0, 0, ...),
     so that x' W'^T = x W^T. float16 rows are divided by 2^e, e = frexp exponent of max|x_row|
-    (exact: a power of two), so |x'| <= 1 and x' W'^T cannot pass 65504 where x W^T could (the
-    dense path's GEMM writes float32); the returned 2^e (rows, 1), float32, undoes it."""
+    (exact, but for entries below 2^-14 2^e, which round to float16's subnormal grid: off by at
+    most 2^-25 2^e), so |x'| <= 1 and x' W'^T cannot pass 65504 where x W^T could (the dense
+    path's GEMM writes float32); the returned 2^e (rows, 1), float32, undoes it."""
     rows, d = xr.shape[0], xr.shape[1] - 1
     x_aug = torch.cat([xr[:, 1:], xr[:, :1], xr.new_zeros(rows, width - d - 1)], dim=1)
     if xr.dtype != torch.float16:
