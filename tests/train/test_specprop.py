@@ -563,7 +563,7 @@ def test_lm_trainer_with_specprop_resumes_exactly(tmp_path: Path,
                          ids=["speculating", "gated"])
 def test_specprop_state_round_trip(cfg: SpecPropConfig, gen: torch.Generator) -> None:
     """state_dict after flush restores into a fresh SpecProp (bit-identical next steps); it
-    refuses steps in flight and a SpecProp without DGMs."""
+    refuses steps in flight, a SpecProp without DGMs and one with(out) the cosine gate."""
     seq = _net(gen, width=8)
     data = _data(gen, 6)
     sp = _wrap(seq, cfg, _adam)
@@ -589,6 +589,9 @@ def test_specprop_state_round_trip(cfg: SpecPropConfig, gen: torch.Generator) ->
     state = sp.state_dict()
     with pytest.raises(ValueError, match="draft gradient model"):
         _wrap(_net(gen, width=8), SpecPropConfig(speculate=False)).load_state_dict(state)
+    other_gate = SpecPropConfig() if cfg.gate_on is not None else SpecPropConfig(gate_on=0.5)
+    with pytest.raises(ValueError, match="cosine gate"):
+        _wrap(_net(gen, width=8), other_gate).load_state_dict(state)
 
 
 # -- digits: the published ordering of synthetic-gradient methods ---------------------------

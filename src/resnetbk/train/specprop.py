@@ -721,11 +721,17 @@ class SpecProp:
                                  "(config.speculate differs)")
             if stage.dgm is None:
                 continue
+            if (stage.gate is None) != (entry["gate_open"] is None):
+                raise ValueError(f"SpecProp state of stage {stage.index}: "
+                                 f"{'no' if entry['gate_open'] is None else 'a'} cosine gate, "
+                                 f"but this SpecProp has "
+                                 f"{'none' if stage.gate is None else 'one'} (config.gate_on "
+                                 "differs)")
             stage.dgm.load_state_dict(entry["dgm"])
             stage.dgm_optimizer.load_state_dict(entry["dgm_optimizer"])
             stage.cosine.copy_(entry["cosine"])
             if stage.gate is not None:
-                stage.gate.open = bool(entry["gate_open"])
+                stage.gate.open = entry["gate_open"]
         self.t = int(state["t"])
 
     # -- inspection -----------------------------------------------------------------------
