@@ -16,10 +16,14 @@ backend appears three times: ``triton`` (its dispatcher, ``variant="auto"``: wha
    48 B (backward) per element (``*_moved`` keys; the per-chunk maps and boundary values,
    1/L of that, are left out). GB/s = bytes / time, compared with the measured copy bandwidth
    ``torch.empty_like(x).copy_(x)`` of a tensor whose read + write equals 16 B/elem.
-2. **Launch-configuration sweeps** at the headline size: the row-parallel kernels over
-   (BLOCK_M, BLOCK_N, num_warps); the chunked ones over the chunk length (default launch
-   configuration) and over (BLOCK_M, BLOCK_N, num_warps) at the default chunk length. The
-   defaults in ``causal_green_triton`` (``_launch_config``, ``CHUNK``) are to be set from them.
+   The headline runs twice: row-major inputs ((M, N) contiguous) and time-major ones
+   ((1, M, N) views of (1, N, M) tensors: channels adjacent, the layout ``BKMixer`` passes),
+   which the kernels read in place with a different thread layout.
+2. **Launch-configuration sweeps** at the headline size (time-major: chunked only): the
+   row-parallel kernels over (BLOCK_M, BLOCK_N, num_warps); the chunked ones over the chunk
+   length (default launch configuration) and over (BLOCK_M, BLOCK_N, num_warps) at the default
+   chunk length. The defaults in ``causal_green_triton`` (``_launch_config``, ``CHUNK``) are
+   to be set from them.
 3. **Time vs N at fixed M x N = 2^25** (N = 1K ... 1M, M = 2^25 / N = 32768 ... 32): the
    row-parallel kernel needs rows to fill the GPU, so it slows down as M shrinks; the chunked
    one splits N over programs; the dispatcher (``triton``) should follow the faster of the two
@@ -74,6 +78,10 @@ CONFIGS = [(8, 16, 1), (16, 16, 1), (32, 16, 1), (8, 32, 1), (16, 8, 1), (32, 4,
 # the default chunk length (each costs a compile of 4 kernels, hence fewer than above).
 CHUNKS = [32, 64, 128, 256, 512]
 CHUNKED_CONFIGS = [(8, 16, 1), (16, 16, 1), (8, 32, 1), (32, 16, 4)]
+# Time-major inputs: (BLOCK_M, BLOCK_N, num_warps) with the lanes along rows (BLOCK_M a
+# multiple of 32 x num_warps), and chunk lengths.
+TM_CONFIGS = [(128, 8, 1), (64, 4, 1), (128, 4, 1), (128, 2, 1), (32, 8, 1), (64, 8, 1)]
+TM_CHUNKS = [64, 128, 256, 512]
 
 
 def git_rev() -> str:
@@ -84,8 +92,11 @@ def git_rev() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def inputs(m: int, n: int, device: str, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """a ~ N(0, 1), k in [0, 1), z with Im z in [0.05, 1], grad_G ~ complex normal."""
+def inputs(m: int, n: int, device: str, seed: int = 0,
+           time_major: bool = False) -> tuple[torch.Tensor, ...]:
+    """a ~ N(0, 1), k in [0, 1), z with Im z in [0.05, 1], grad_G ~ complex normal: (M, N)
+    contiguous and z (M, 1), or time-major (1, M, N) views of (1, N, M) tensors (BKMixer's
+    layout) and z (1, M, 1)."""
     g = torch.Generator().manual_seed(seed)
     a = torch.randn(m, n, generator=g)
     k = torch.rand(m, n, generator=g)
@@ -93,6 +104,9 @@ def inputs(m: int, n: int, device: str, seed: int = 0) -> tuple[torch.Tensor, ..
         torch.rand(m, 1, generator=g) * 2 - 1, 0.05 + 0.95 * torch.rand(m, 1, generator=g)
     )
     gg = torch.complex(torch.randn(m, n, generator=g), torch.randn(m, n, generator=g))
+    if time_major:
+        a, k, gg = (x.t().contiguous().t()[None] for x in (a, k, gg))
+        z = z[None]
     return tuple(x.to(device) for x in (a, k, z, gg))
 
 
@@ -147,13 +161,15 @@ def quick_smoke() -> None:
 Backends = dict[str, tuple[Callable[..., torch.Tensor], Callable[..., tuple]]]
 
 
-def bench_headline(backends: Backends) -> dict[str, object]:
-    """Backend functions and the public entry point at M = 4096, N = 8192."""
+def bench_headline(backends: Backends, time_major: bool = False) -> dict[str, object]:
+    """Backend functions and the public entry point at M = 4096, N = 8192 (row-major or
+    time-major inputs)."""
     from resnetbk.bk import causal_green
     from resnetbk.bk.green import _BACKENDS
 
     m, n = M_HEAD, N_HEAD
-    a, k, z, gg = inputs(m, n, "cuda")
+    a, k, z, gg = inputs(m, n, "cuda", time_major=time_major)
+    print(f"{'time-major' if time_major else 'row-major'} inputs")
     copy_bw = copy_bandwidth(FWD_BYTES * m * n)
     rows: list[dict[str, object]] = []
     for name, (fwd, bwd) in backends.items():
@@ -190,25 +206,26 @@ def bench_headline(backends: Backends) -> dict[str, object]:
                  f"{row['GBps_moved']:5.0f} GB/s {row['pct_of_copy_moved']:5.1f}%)"
                  if "GBps" in row else "")
         print(f"{row['backend']:14s} {row['what']:45s} {row['ms']:9.3f} ms {extra}")
-    return {"M": m, "N": n, "copy_GBps": copy_bw / 1e9, "rows": rows}
+    return {"M": m, "N": n, "time_major": time_major, "copy_GBps": copy_bw / 1e9, "rows": rows}
 
 
-def bench_configs(variant: str, cfgs: list[dict[str, int]]) -> dict[str, object]:
+def bench_configs(variant: str, cfgs: list[dict[str, int]],
+                  time_major: bool = False) -> dict[str, object]:
     """The Triton kernels of one variant under each launch option set at the headline size."""
     from resnetbk.bk import causal_green_triton as tri
 
     m, n = M_HEAD, N_HEAD
-    a, k, z, gg = inputs(m, n, "cuda")
+    a, k, z, gg = inputs(m, n, "cuda", time_major=time_major)
     g = tri.forward(a, k, z)
     rows = []
     for cfg in cfgs:
         t_f, _ = cuda_time(lambda cfg=cfg: tri.forward(a, k, z, variant=variant, **cfg))
         t_b, _ = cuda_time(lambda cfg=cfg: tri.backward(a, k, z, g, gg, variant=variant, **cfg))
         rows.append(cfg | {"forward_ms": t_f * 1e3, "backward_ms": t_b * 1e3})
-        print(f"{variant} {cfg}: forward {t_f * 1e3:.3f} ms "
+        print(f"{variant}{' time-major' if time_major else ''} {cfg}: forward {t_f * 1e3:.3f} ms "
               f"({FWD_BYTES * m * n / t_f / 1e9:.0f} GB/s ideal), backward {t_b * 1e3:.3f} ms "
               f"({BWD_BYTES * m * n / t_b / 1e9:.0f} GB/s ideal)")
-    return {"M": m, "N": n, "variant": variant, "rows": rows}
+    return {"M": m, "N": n, "variant": variant, "time_major": time_major, "rows": rows}
 
 
 def _launch(bm: int, bn: int, warps: int) -> dict[str, int]:
@@ -310,12 +327,19 @@ def main() -> None:
         "timing": "CUDA events, 2 warm-up calls, median of 20 (5 when a call exceeds 50 ms)",
         "variants": "triton = dispatcher (variant='auto'), triton_row / triton_chunked forced",
         "dispatcher": {"chunk": tri.CHUNK, "chunked_min_n": tri.CHUNKED_MIN_N,
-                       "chunked_max_m": tri.CHUNKED_MAX_M},
+                       "chunked_max_m": tri.CHUNKED_MAX_M,
+                       "chunked_max_m_time_major": tri.CHUNKED_MAX_M_TIME_MAJOR},
         "headline": bench_headline(backends),
         "config_sweep": bench_configs("row", [_launch(*cfg) for cfg in CONFIGS]),
         "chunk_sweep": bench_configs("chunked", [{"chunk": c} for c in CHUNKS]),
         "chunked_config_sweep": bench_configs(
             "chunked", [_launch(*cfg) for cfg in CHUNKED_CONFIGS]),
+        "headline_time_major": bench_headline(
+            {key: val for key, val in backends.items() if key != "torch"}, time_major=True),
+        "time_major_chunk_sweep": bench_configs(
+            "chunked", [{"chunk": c} for c in TM_CHUNKS], time_major=True),
+        "time_major_chunked_config_sweep": bench_configs(
+            "chunked", [_launch(*cfg) for cfg in TM_CONFIGS], time_major=True),
     }
     vs_n = bench_vs_n(backends)
     result["time_vs_n"] = {"fixed": "M x N = 2^25", "rows": vs_n}

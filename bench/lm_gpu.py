@@ -61,7 +61,7 @@ def git_rev() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def step_throughput(cfg: ModelConfig, context: int, batch: int, reps: int = 5,
+def step_throughput(cfg: ModelConfig, context: int, batch: int, reps: int = 20,
                     geometry_backend: str = "auto") -> dict:
     """Median optimizer-step time and peak memory at (batch, context), bf16 autocast."""
     torch.manual_seed(0)

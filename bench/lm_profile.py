@@ -3,9 +3,11 @@ optimizer step of the ``small`` preset (Lorentz) and of its Euclidean ablation, 
 ``torch.profiler`` on one CUDA device (bf16 autocast, batch 8 x 8192 bytes, as
 ``bench/lm_gpu.py``).
 
-For each model: median step time (wall clock between synchronisations, 5 steps after 3
-warm-up steps), then 3 steps under the profiler: GPU kernel time per step by kernel name (top
-``--top``); then the kernels only the Lorentz model runs and the largest per-name differences.
+For each model: median step time (wall clock between synchronisations, ``--rounds`` steps
+after 3 warm-up steps, the two models taking turns), then 3 steps under the profiler: GPU
+kernel time per step by kernel name (top ``--top``); then the kernels only the Lorentz model
+runs and the largest per-name differences; then host (CPU) self time per step by op, where a
+host-bound step's time goes.
 Results: ``bench/results/lm_profile_<gpu>.json`` and text tables on stdout. ``--smoke``: the
 ``tiny`` preset on the CPU at 512 bytes (CPU op times, nothing written), to test the script.
 ``--compile``: each loss ``torch.compile``d whole (as ``train.compile=true``). Usage:
@@ -61,38 +63,48 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def median_step_s(step: Callable[[], None], device: torch.device, reps: int = 5) -> float:
-    times = []
-    for _ in range(reps):
-        sync(device)
-        start = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def interleaved_step_times(steps: dict[str, Callable[[], None]], device: torch.device,
+                           rounds: int) -> dict[str, list[float]]:
+    """Seconds per step of each model, the models taking turns each round: a host-bound step's
+    time drifts with the host's state, and taking turns exposes both models to the same drift
+    (separate blocks of steps gave ratios from 1.0x to 1.36x on one H200 machine)."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            sync(device)
+            start = time.perf_counter()
+            step()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
-def kernel_times(step: Callable[[], None], device: torch.device,
-                 steps: int = 3) -> dict[str, float]:
-    """Seconds per step by kernel name (CUDA) or by op name (CPU, self time)."""
-    activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
+def profile_step(step: Callable[[], None], device: torch.device,
+                 steps: int = 3) -> tuple[dict[str, float], dict[str, float]]:
+    """Seconds per step by name: GPU kernel time by kernel (CUDA only) and host self time by
+    op (where a host-bound step spends its time)."""
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as prof:
         for _ in range(steps):
             step()
         sync(device)
-    out: dict[str, float] = collections.defaultdict(float)
+    kernels: dict[str, float] = collections.defaultdict(float)
+    host: dict[str, float] = collections.defaultdict(float)
     for ev in prof.events():
-        if device.type == "cuda":
-            if ev.device_type == torch.autograd.DeviceType.CUDA:
-                out[ev.name] += ev.device_time / 1e6 / steps
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[ev.name] += ev.device_time / 1e6 / steps
         else:
-            out[ev.name] += ev.self_cpu_time_total / 1e6 / steps
-    return dict(out)
+            host[ev.name] += ev.self_cpu_time_total / 1e6 / steps
+    return dict(kernels), dict(host)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--rounds", type=int, default=20,
+                        help="timed steps per model, the models taking turns")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile each model's whole loss (results: *_compiled.json)")
@@ -106,28 +118,46 @@ def main() -> None:
                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                         timespec="seconds"), "batch": batch, "context": context,
                     "compiled_loss": args.compile, "models": {}}
-    for name, cfg in configs.items():
-        step = step_fn(cfg, batch, context, device, args.compile)
-        for _ in range(3):
+    steps = {name: step_fn(cfg, batch, context, device, args.compile)
+             for name, cfg in configs.items()}
+    for step in steps.values():
+        for _ in range(3):  # warm-up (compilation, autotuning, allocator)
             step()
-        step_s = median_step_s(step, device)
-        kernels = kernel_times(step, device)
-        result["models"][name] = {"step_s": step_s, "kernel_s": sum(kernels.values()),
-                                  "kernels": kernels}
-        print(f"{name:10s} step {step_s * 1e3:8.2f} ms   profiled "
+    times = interleaved_step_times(steps, device, args.rounds)
+    for name, step in steps.items():
+        kernels, host = profile_step(step, device)
+        if device.type != "cuda":
+            kernels = host  # CPU: the ops' own time is the work
+        q1, median, q3 = statistics.quantiles(times[name], n=4)
+        result["models"][name] = {"step_s": median, "step_s_quartiles": [q1, q3],
+                                  "step_s_all": times[name],
+                                  "kernel_s": sum(kernels.values()),
+                                  "kernels": kernels, "host_ops": host}
+        print(f"{name:10s} step {median * 1e3:8.2f} ms (quartiles {q1 * 1e3:.2f}-"
+              f"{q3 * 1e3:.2f})   profiled "
               f"{'GPU kernel' if device.type == 'cuda' else 'CPU op'} time "
               f"{sum(kernels.values()) * 1e3:8.2f} ms/step", flush=True)
     lor, euc = (result["models"][k]["kernels"] for k in ("lorentz", "euclidean"))
+    lor_host, euc_host = (result["models"][k]["host_ops"] for k in ("lorentz", "euclidean"))
     only = {k: v for k, v in lor.items() if k not in euc}
     more = {k: lor.get(k, 0.0) - euc.get(k, 0.0) for k in lor.keys() | euc.keys()}
     result["lorentz_only_s"] = sum(only.values())
     result["lorentz_more_s"] = more
     result["ratio_step"] = result["models"]["lorentz"]["step_s"] / result["models"][
         "euclidean"]["step_s"]
-    print(f"\nstep time Lorentz / Euclidean: {result['ratio_step']:.2f}x; kernels only the "
+    # Paired by round: both models' steps of one round saw the same host state.
+    result["ratio_step_paired"] = statistics.median(
+        a / b for a, b in zip(times["lorentz"], times["euclidean"], strict=True))
+    print(f"\nstep time Lorentz / Euclidean: {result['ratio_step']:.2f}x (median of per-round "
+          f"ratios {result['ratio_step_paired']:.2f}x); kernels only the "
           f"Lorentz model runs: {result['lorentz_only_s'] * 1e3:.2f} ms/step")
+    host_more = {k: lor_host.get(k, 0.0) - euc_host.get(k, 0.0)
+                 for k in lor_host.keys() | euc_host.keys()}
     for title, table in (("Lorentz", lor), ("Euclidean", euc), ("only in Lorentz", only),
-                         ("Lorentz minus Euclidean", more)):
+                         ("Lorentz minus Euclidean", more),
+                         ("host self time, Lorentz", lor_host),
+                         ("host self time, Euclidean", euc_host),
+                         ("host self time, Lorentz minus Euclidean", host_more)):
         print(f"\n{title}: top {args.top} (ms/step)")
         for k, v in sorted(table.items(), key=lambda kv: -kv[1])[:args.top]:
             print(f"  {v * 1e3:8.3f}  {k[:110]}")

@@ -48,7 +48,10 @@ CHUNK_SIZES = [(3, 1, 16), (4, 10, 16), (9, 26, 8), (5, 37, 16)]
 F64_TOL = 1e-10  # relative, as for the torch backend (docs/BK.md "Accuracy")
 F32_GRAD_TOL = 1e-3  # float32 gradients vs float64, relative to the largest (docs/BK.md)
 WORKER_TIMEOUT_S = 300
-PARTS = ("f64", "f32", "misc", "chunked")
+PARTS = ("f64", "f32", "misc", "chunked", "time_major")
+# (B, N, C, chunk length or None for row-parallel) of the time-major checks: C = 20 is not a
+# multiple of the 128 rows of a time-major program, N = 37 not of its 8 positions.
+TIME_MAJOR_SIZES = [(2, 37, 20, None), (2, 37, 20, 16), (3, 9, 16, 8)]
 
 
 def _load_green_tests() -> ModuleType:
@@ -89,6 +92,8 @@ def _interpreter_checks(part: str, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {f"interpreted_{part}": tri._INTERPRETED}
     if part == "chunked":
         return out | _chunked_checks(tri, gen)
+    if part == "time_major":
+        return out | _time_major_checks(tri, gen)
     # float32 skips the longest size: the adversarial float32 chains below cover N > 37.
     sizes = {"f64": SIZES, "f32": SIZES[:2], "misc": []}[part]
     for m, n in sizes:
@@ -185,6 +190,42 @@ def _prefix_unchanged(fwd: Any, a: torch.Tensor, k: torch.Tensor, z: torch.Tenso
         k2[:, t:] += 1.0  # k_t is not read for G_t either
         bits &= torch.equal(fwd(a2, k2, z)[:, : t + 1], base[:, : t + 1])
     return bool(bits)
+
+
+def _time_major_checks(tri: ModuleType, gen: torch.Generator) -> dict[str, Any]:
+    """Time-major inputs ((B, N, C) tensors seen as (B, C, N), as BKMixer passes them; one
+    energy per channel, expanded over the batch): read in place, G and the gradients
+    time-major, float64 values equal to the row-major launch bit for bit (same arithmetic per
+    row) and to the torch backend; and through causal_green with autograd."""
+    out: dict[str, Any] = {}
+    for nb, n, c, chunk in TIME_MAJOR_SIZES:
+        # The same positions per tile in both layouts: grad_z's partial sums follow the tile.
+        opts = {"variant": "row", "block_n": 8} if chunk is None else {
+            "variant": "chunked", "chunk": chunk, "block_n": 8}
+        a, k = (x.transpose(1, 2).contiguous().transpose(1, 2)
+                for x in GT.chain(gen, (nb, c, n)))
+        z = GT.energies(gen, (1, c, 1), im_min=1e-2).expand(nb, c, 1)
+        gg = torch.complex(*torch.randn(2, nb, c, n, generator=gen, dtype=F64))  # row-major
+        size = f"{nb}x{c}x{n}_L{chunk}"
+        g = tri.forward(a, k, z, **opts)
+        grads = tri.backward(a, k, z, g, gg, **opts)
+        out[f"tm_layout_{size}"] = all(x.stride(1) == 1 for x in (g, *grads[:2]))
+        flat = [x.reshape(-1, x.shape[-1]) for x in (a, k, z, g, gg)]
+        want_g = tri.forward(*flat[:3], **opts)
+        want_grads = tri.backward(*flat[:3], want_g, flat[4], **opts)
+        out[f"tm_equal_row_major_{size}"] = torch.equal(flat[3], want_g) and all(
+            torch.equal(x.reshape(y.shape), y) for x, y in zip(grads, want_grads, strict=True))
+        out[f"tm_fwd_vs_torch_{size}"] = _rel(flat[3], _forward_torch(*flat[:3]))
+    # The public entry point with autograd, as BKMixer calls it.
+    nb, n, c = 2, 21, 17
+    a, k = (x.transpose(1, 2).requires_grad_() for x in GT.chain(gen, (nb, n, c)))
+    z = GT.energies(gen, (c,), im_min=1e-2).requires_grad_()
+    gg = torch.complex(*torch.randn(2, nb, c, n, generator=gen, dtype=F64))
+    mine, want = (causal_green(a, k, z[:, None], backend=b) for b in ("triton", "torch"))
+    out["tm_causal_green_fwd"] = _rel(mine, want)
+    grads = [torch.autograd.grad((g * gg.conj()).real.sum(), (a, k, z)) for g in (mine, want)]
+    out["tm_causal_green_grads"] = max(_rel(x, y) for x, y in zip(*grads, strict=True))
+    return out
 
 
 def _chunked_checks(tri: ModuleType, gen: torch.Generator) -> dict[str, Any]:
@@ -318,23 +359,57 @@ def test_chunked_causality_is_bit_exact(interp: dict[str, Any]) -> None:
     assert interp["chunked_causal_bit_identical"] is True
 
 
+def test_time_major_is_read_in_place_and_exact(interp: dict[str, Any]) -> None:
+    assert all(_pick(interp, "tm_layout_").values())
+    assert all(_pick(interp, "tm_equal_row_major_").values())
+    assert max(_pick(interp, "tm_fwd_vs_torch_").values()) < F64_TOL
+    assert interp["tm_causal_green_fwd"] < F64_TOL
+    assert interp["tm_causal_green_grads"] < F64_TOL
+
+
 def test_dispatcher_rule_and_chunk_length() -> None:
     from resnetbk.bk import causal_green_triton as tri
 
-    # (M, N, variant) -> chunk length CH of the launch (CH = N: row-parallel).
-    assert tri._plan(4, 8, "auto", None, None, None, None)[0] == 8  # short N: row-parallel
-    assert tri._plan(4096, 8192, "auto", None, None, None, None)[0] == tri.CHUNK
-    assert tri._plan(tri.CHUNKED_MAX_M, 8192, "auto", None, None, None, None)[0] == 8192
-    assert tri._plan(4096, 8192, "row", None, None, None, None)[0] == 8192
-    assert tri._plan(2, 10, "chunked", 16, None, None, None)[:3] == (10, 8, 16)  # N < L
-    assert tri._plan(2, 100, "chunked", 32, None, None, None)[:3] == (32, 8, 16)
+    # (M, N, time-major, variant) -> chunk length CH of the launch (CH = N: row-parallel).
+    def plan(m: int, n: int, variant: str = "auto", chunk: int | None = None,
+             time_major: bool = False) -> tuple[int, int, int, int]:
+        return tri._plan(m, n, time_major, variant, chunk, None, None, None)
+
+    assert plan(4, 8)[0] == 8  # short N: row-parallel
+    assert plan(4096, 8192)[0] == tri.CHUNK
+    assert plan(tri.CHUNKED_MAX_M, 8192)[0] == 8192
+    assert plan(tri.CHUNKED_MAX_M, 8192, time_major=True)[0] == tri.CHUNK
+    assert plan(tri.CHUNKED_MAX_M_TIME_MAJOR, 256, time_major=True)[0] == 256
+    assert plan(4096, 8192, "row")[0] == 8192
+    assert plan(2, 10, "chunked", 16)[:3] == (10, 8, 16)  # N < L
+    assert plan(2, 100, "chunked", 32)[:3] == (32, 8, 16)
+    assert plan(2, 100, "chunked", 32, time_major=True)[:3] == (32, 128, 8)
+    assert tri._plan(2, 100, True, "chunked", 32, None, None, None, backward=True)[:3] == (
+        32, 64, 4)
     # Chunks on the grid's second axis: at most 65535, the default length grows to fit.
     n = 2**24
-    assert -(-n // tri._plan(1, n, "chunked", None, None, None, None)[0]) <= 65535
+    assert -(-n // plan(1, n, "chunked")[0]) <= 65535
     with pytest.raises(ValueError, match="variant"):
-        tri._plan(1, 8, "tree", None, None, None, None)
+        plan(1, 8, "tree")
     with pytest.raises(ValueError, match="chunk"):
-        tri._plan(1, 2**20, "chunked", 8, None, None, None)
+        plan(1, 2**20, "chunked", 8)
+
+
+def test_layout_rule() -> None:
+    """Time-major iff channels are adjacent, there are enough of them and N > 1; the fake
+    implementations allocate what the kernels return."""
+    from resnetbk.bk import causal_green_triton as tri
+
+    c = tri.TIME_MAJOR_MIN_C
+    x = torch.empty(2, 9, c).transpose(1, 2)  # (B, N, C) seen as (B, C, N)
+    assert tri.is_time_major(x)
+    assert not tri.is_time_major(x.contiguous())
+    assert not tri.is_time_major(torch.empty(2, 9, c - 1).transpose(1, 2))  # too few channels
+    assert not tri.is_time_major(torch.empty(2, 1, c).transpose(1, 2))  # N = 1
+    assert not tri.is_time_major(torch.empty(c, 9))  # 2-D: row-major
+    out = tri.empty_like_layout(x, torch.complex64, True)
+    assert out.shape == x.shape and out.stride() == (9 * c, 1, c)
+    assert tri.empty_like_layout(x, torch.float32, False).is_contiguous()
 
 
 def test_gradcheck_through_causal_green(interp: dict[str, Any]) -> None:
@@ -374,13 +449,33 @@ def _compiled() -> ModuleType:
     return tri
 
 
+def _time_major(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(M, N) tensors as time-major (1, M, N) views (BKMixer's layout), (M, 1) ones as
+    (1, M, 1)."""
+    return tuple(x[None] if x.shape[-1] == 1 else x.t().contiguous().t()[None] for x in xs)
+
+
+def _run_layout(tri: ModuleType, layout: str, a: torch.Tensor, k: torch.Tensor,
+                z: torch.Tensor, gg: torch.Tensor, **opts: Any) -> tuple[torch.Tensor, tuple]:
+    """Forward and backward on (M, N) inputs given in ``layout``; results as (M, N) / (M, 1)."""
+    if layout == "time-major":
+        a, k, z, gg = _time_major(a, k, z, gg)
+    g = tri.forward(a, k, z, **opts)
+    grads = tri.backward(a, k, z, g, gg, **opts)
+    if layout == "time-major" and a.shape[1] >= tri.TIME_MAJOR_MIN_C and a.shape[2] > 1:
+        assert all(x.stride(1) == 1 for x in (g, *grads[:2])), "not time-major"
+    m, n = a.shape[-2:]
+    return g.reshape(m, n), tuple(x.reshape(m, -1) for x in grads)
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["row-major", "time-major"])
 @pytest.mark.parametrize("variant", ["row", "chunked"])
 @pytest.mark.parametrize(
-    "m, n", [(1, 1), (9, 37), (33, 1000), (3, 4099), (4096, 8192), (8, 2**17)]
+    "m, n", [(1, 1), (9, 37), (33, 1000), (3, 4099), (4096, 8192), (8, 2**17), (200, 3000)]
 )
 def test_cuda_matches_float64_torch_backend(
-    gen: torch.Generator, m: int, n: int, variant: str
+    gen: torch.Generator, m: int, n: int, variant: str, layout: str
 ) -> None:
     tri = _compiled()
     a, k = GT.chain(gen, (m, n))
@@ -388,8 +483,7 @@ def test_cuda_matches_float64_torch_backend(
     gg = torch.complex(*torch.randn(2, m, n, generator=gen, dtype=F64))
     a32, k32 = (x.float().cuda() for x in GT.f32_exact(a, k))
     z32, gg32 = z.to(torch.complex64).cuda(), gg.to(torch.complex64).cuda()
-    g32 = tri.forward(a32, k32, z32, variant=variant)
-    grads32 = tri.backward(a32, k32, z32, g32, gg32, variant=variant)
+    g32, grads32 = _run_layout(tri, layout, a32, k32, z32, gg32, variant=variant)
     torch.cuda.synchronize()
     # The oracle: the torch backend in float64 on the same (float32-representable) inputs.
     a64, k64, z64, gg64 = a32.double(), k32.double(), z32.to(C128), gg32.to(C128)
@@ -404,18 +498,18 @@ def test_cuda_matches_float64_torch_backend(
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["row-major", "time-major"])
 @pytest.mark.parametrize("variant", ["row", "chunked"])
-@pytest.mark.parametrize("m, n", [(9, 300), (8, 2**17)])  # chunked: 3 and 1024 chunks
+@pytest.mark.parametrize("m, n", [(9, 300), (8, 2**17), (40, 1000)])  # chunked: 3 to 1024 chunks
 def test_cuda_float64_matches_torch_backend(
-    gen: torch.Generator, m: int, n: int, variant: str
+    gen: torch.Generator, m: int, n: int, variant: str, layout: str
 ) -> None:
     tri = _compiled()
     a, k = (x.cuda() for x in GT.chain(gen, (m, n)))
     z = GT.energies(gen, (m, 1)).cuda()
     gg = torch.complex(*torch.randn(2, m, n, generator=gen, dtype=F64)).cuda()
-    g = tri.forward(a, k, z, variant=variant)
+    g, grads = _run_layout(tri, layout, a, k, z, gg, variant=variant)
     assert _rel(g, _forward_torch(a, k, z)) < F64_TOL
-    grads = tri.backward(a, k, z, g, gg, variant=variant)
     for mine, want in zip(grads, _grads64(a, k, z, gg), strict=True):
         assert _rel(mine, want) < F64_TOL
 

@@ -187,20 +187,29 @@ def test_add_read_traces_as_one_graph(name: str, gen: torch.Generator) -> None:
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["lorentz-bk", "euclidean-bk"])
 def test_compiled_add_read_matches_eager(name: str, gen: torch.Generator) -> None:
-    """On CUDA the update runs compiled (Inductor): values and gradients as the eager update
-    (backend "torch") within float32 rounding, bf16 sublayer outputs included."""
+    """On CUDA the update runs compiled (Inductor): values and gradients as accurate as the
+    eager float32 update (backend "torch"), both measured against the eager update in float64,
+    bf16 sublayer outputs included. (Compiled and eager float32 differ from each other by their
+    rounding: near max_radius the coordinates are ~e^8 / 2, so elementwise agreement between
+    the two is not a meaningful bound.)"""
     from resnetbk.kernels import dispatch
 
     space = make(name, dtype=torch.float32).space
     h0 = space.lift(3 * torch.randn(8, 64, MICRO.d_global, generator=gen)).cuda()
     y0 = (5 * torch.randn(8, 64, MICRO.d_global, generator=gen)).cuda().bfloat16()
     results = []
-    for choice in ("auto", "torch"):
-        h, y = h0.clone().requires_grad_(), y0.clone().requires_grad_()
+    for choice, dtype in (("torch", torch.float64), ("auto", torch.float32),
+                          ("torch", torch.float32)):
+        h, y = h0.to(dtype, copy=True).requires_grad_(), y0.clone().requires_grad_()
         with dispatch.backend(choice):
             out = space.add_read(h, y)
-        grads = torch.autograd.grad(sum((t * t).sum() for t in out), (h, y))
-        results.append((*out, *grads))
-    for a, b in zip(*results, strict=True):
-        tol = 1e-2 if a.dtype == torch.bfloat16 else 2e-4  # y's gradient is rounded to bf16
-        torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol)
+        loss = sum((t.double() ** 2).sum() for t in out)
+        grads = torch.autograd.grad(loss, (h, y))
+        results.append([t.double() for t in (*out, *grads)])
+    for name_, ref, compiled, eager in zip(("h", "read", "grad h", "grad y"), *results,
+                                           strict=True):
+        assert compiled.isfinite().all(), name_
+        err_compiled = (compiled - ref).abs().max().item()
+        err_eager = (eager - ref).abs().max().item()
+        floor = 1e-6 * ref.abs().max().item()
+        assert err_compiled <= 2 * err_eager + floor, (name_, err_compiled, err_eager)

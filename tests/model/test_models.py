@@ -203,7 +203,7 @@ def test_training_step_never_waits_for_the_gpu(name: str, gen: torch.Generator,
 # checked under the interpreter in tests/bk/test_causal_green_triton.py).
 @torch.library.custom_op("resnetbk_tests::green_forward", mutates_args=())
 def _green_forward(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    return green._forward_torch(a, k, z)
+    return green._forward_torch_rows(a, k, z)
 
 
 @_green_forward.register_fake
@@ -214,14 +214,14 @@ def _(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 @torch.library.custom_op("resnetbk_tests::green_backward", mutates_args=())
 def _green_backward(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, g: torch.Tensor,
                     grad_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return tuple(t.clone() for t in green._backward_torch(a, k, z, g, grad_g))
+    return tuple(t.clone() for t in green._backward_torch_rows(a, k, z, g, grad_g))
 
 
 @_green_backward.register_fake
 def _(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, g: torch.Tensor,
       grad_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return (g.new_empty(g.shape, dtype=k.dtype), g.new_empty(g.shape, dtype=k.dtype),
-            g.new_empty((g.shape[0], 1)))
+            g.new_empty(z.shape))
 
 
 def test_loss_compiles_as_one_graph(gen: torch.Generator,

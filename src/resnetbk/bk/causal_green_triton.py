@@ -1,9 +1,16 @@
 """Triton backend of :func:`resnetbk.bk.causal_green`: row-parallel and chunked kernels.
 
 Registered in ``green.py`` as ``_BACKENDS["triton"]`` (only when triton is installed) with the
-backend contract stated there: ``forward(a, k, z) -> G`` on contiguous a, k (M, N) real and
-z (M, 1) complex; ``backward(a, k, z, G, grad_G) -> (grad_a, grad_k, grad_z)`` in PyTorch's
-conjugate-Wirtinger convention. Validation, broadcasting and autograd stay in ``green.py``.
+backend contract stated there: ``forward(a, k, z) -> G`` on a, k (B, C, N) real (any strides)
+and z (B, C, 1) complex; ``backward(a, k, z, G, grad_G) -> (grad_a, grad_k, grad_z)`` in
+PyTorch's conjugate-Wirtinger convention. (M, N) / (M, 1) arguments are accepted too (tests,
+benchmarks). Validation, broadcasting and autograd stay in ``green.py``.
+
+Two memory layouts (see "Addressing" below): row-major (each row's positions adjacent; other
+inputs are copied to it) and time-major (channels adjacent, e.g. BKMixer's (B, N, C) tensors
+seen as (B, C, N); read and written in place). The kernels are the same code for both; the
+layout decides how Triton spreads a tile over threads, and time-major is about twice as fast
+(docs/BK.md "Time-major layout").
 
 Design. Rows (channels x batch) are independent; the recursion along a row is sequential:
 
@@ -22,8 +29,8 @@ shuffles needed where Triton spreads a tile's columns over threads (2 rounds for
 16-wide tile, see ``_launch_config``), all off the sequential chain; the output tile is built
 the same way with ``where(col == j, v, tile)``. Complex values are (re, im) pairs of real
 registers; complex tensors are read and written through ``torch.view_as_real``. Its time is
-about N x (latency of one step) once every SM has rows: latency-bound at 4096 rows (20-26% of
-copy bandwidth on an H200) and idle SMs below that (docs/BK.md "Triton backend").
+about N x (latency of one step) once every SM has rows: latency-bound at 4096 row-major rows
+(20-26% of copy bandwidth on an H200) and idle SMs below that (docs/BK.md "Triton backend").
 
 Chunked variant (Mamba-2 SSD style, as the torch backend): N is split into chunks of length L
 and the grid covers (row blocks, chunks), three launches per direction:
@@ -69,46 +76,89 @@ __all__ = ["CHUNK", "CHUNKED_MAX_M", "CHUNKED_MIN_N", "backward", "forward", "us
 _INTERPRETED: bool = bool(triton.knobs.runtime.interpret)
 
 
-# M is not specialised on (M % 16, M == 1): it only bounds the row mask, and every distinct
+# Addressing. A row is (b, c): batch b = program_id(2), channel c in [0, C). Two layouts:
+# row-major (one batch, row c at c N, positions adjacent: the (M, N) contiguous case) and
+# time-major (TIME_MAJOR: channels adjacent, stride 1; position t at t * st; batch b at
+# b * sb; the (B, N, C) tensors of BKMixer seen as (B, C, N)). The unit stride is a constexpr,
+# not a runtime 1, so Triton's coalescing pass knows which axis is contiguous: row-major tiles
+# put 4 threads along N (column picks need shuffles), time-major tiles put the 32 lanes along
+# rows and the positions in registers (column picks are register selects, no redundancy).
+# Per-row buffers of the chunked variant (maps, start values, partial sums) are contiguous in
+# the flat row index b C + c.
+@triton.jit
+def _row_base(b, rows, sb, N, TIME_MAJOR: tl.constexpr):
+    """Offset of position 0 of rows (b, rows) (int64: offsets may exceed 2^31)."""
+    if TIME_MAJOR:
+        return b.to(tl.int64) * sb + rows.to(tl.int64)
+    else:  # one batch (b = 0)
+        return rows.to(tl.int64) * N
+
+
+@triton.jit
+def _tile_offsets(base, pos, st, TIME_MAJOR: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) offsets of positions ``pos`` of the rows starting at ``base``."""
+    if TIME_MAJOR:
+        return base[:, None] + pos.to(tl.int64)[None, :] * st
+    else:
+        return base[:, None] + pos[None, :]
+
+
+@triton.jit
+def _position_offsets(base, t, st, TIME_MAJOR: tl.constexpr):
+    """[BLOCK_M] offsets of one position t (a scalar) of the rows starting at ``base``."""
+    if TIME_MAJOR:
+        return base + t.to(tl.int64) * st
+    else:
+        return base + t
+
+
+# C is not specialised on (C % 16, C == 1): it only bounds the row mask, and every distinct
 # specialisation costs a compile of these fully unrolled kernels. N and the chunk length CH
-# are: knowing them divisible by 16 makes the tile bounds (c CH, min((c + 1) CH, N)) aligned,
-# which the 128-bit vector loads of a and k need (checked in the sm_90 PTX: without it every
-# load is scalar). Row-parallel launches pass CH = N, so no extra specialisation arises.
-@triton.jit(do_not_specialize=["M"])
+# are: knowing them divisible by 16 makes row-major tile bounds (c CH, min((c + 1) CH, N))
+# aligned, which the 128-bit vector loads of a and k need (checked in the sm_90 PTX: without it
+# every load is scalar). Row-parallel launches pass CH = N, so no extra specialisation arises.
+@triton.jit(do_not_specialize=["C"])
 def _causal_green_fwd_kernel(
-    a_ptr, k_ptr, z_ptr, s_ptr, g_ptr, M, N, CH,
-    HAS_START: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    a_ptr, k_ptr, z_ptr, s_ptr, g_ptr, C, N, CH, a_sb, a_st, k_sb, k_st, g_sb, g_st, z_sb, z_sc,
+    HAS_START: tl.constexpr, TIME_MAJOR: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
-    """G (M, N, 2) real view of complex G from a, k (M, N) and z (M, 1, 2), for positions
-    [c CH, (c + 1) CH) of chunk c = program_id(1). Row-parallel: one chunk, CH = N, G_{-1} = 0.
-    Chunked (HAS_START): the chunk starts from G_{c CH - 1} = s (M, n_chunks, 2)."""
+    """G (real view of complex, same layout as a) from a, k and z (per row (b, c): complex at
+    b z_sb + c z_sc), for positions [c CH, (c + 1) CH) of chunk c = program_id(1).
+    Row-parallel: one chunk, CH = N, G_{-1} = 0. Chunked (HAS_START): the chunk starts from
+    G_{c CH - 1} = s (B C, n_chunks, 2)."""
+    b = tl.program_id(2)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < M
+    row_ok = rows < C
     cols = tl.arange(0, BLOCK_N)
-    base = rows.to(tl.int64)[:, None] * N  # int64: M * N may exceed 2^31
+    a_base = _row_base(b, rows, a_sb, N, TIME_MAJOR)
+    k_base = _row_base(b, rows, k_sb, N, TIME_MAJOR)
+    g_base = _row_base(b, rows, g_sb, N, TIME_MAJOR)
     reim = tl.arange(0, 2)
     dtype = a_ptr.dtype.element_ty
-    zr = tl.load(z_ptr + 2 * rows, mask=row_ok, other=0.0)
-    zi = tl.load(z_ptr + 2 * rows + 1, mask=row_ok, other=1.0)  # masked rows: r != 0
+    z_off = 2 * (b.to(tl.int64) * z_sb + rows.to(tl.int64) * z_sc)
+    zr = tl.load(z_ptr + z_off, mask=row_ok, other=0.0)
+    zi = tl.load(z_ptr + z_off + 1, mask=row_ok, other=1.0)  # masked rows: r != 0
     chunk = tl.program_id(1)
     n_lo = chunk * CH
     n_hi = tl.minimum(n_lo + CH, N)
     if HAS_START:  # G_{n_lo - 1} and k_{n_lo - 1} (0 before position 0)
-        start = s_ptr + 2 * (rows.to(tl.int64) * tl.num_programs(1) + chunk)
+        start = s_ptr + 2 * ((b.to(tl.int64) * C + rows) * tl.num_programs(1) + chunk)
         gr = tl.load(start, mask=row_ok, other=0.0)
         gi = tl.load(start + 1, mask=row_ok, other=0.0)
         # (the scalar condition is broadcast to a block: Triton 3.9's interpreter rejects a
         # scalar-bool mask operand)
-        kp = tl.load(k_ptr + rows.to(tl.int64) * N + n_lo - 1,
+        kp = tl.load(k_ptr + _position_offsets(k_base, n_lo - 1, k_st, TIME_MAJOR),
                      mask=row_ok & (rows * 0 + n_lo > 0), other=0.0)
     else:
         gr = tl.zeros([BLOCK_M], dtype=dtype)  # G_{t-1} (G_{-1} = 0)
         gi = tl.zeros([BLOCK_M], dtype=dtype)
         kp = tl.zeros([BLOCK_M], dtype=dtype)  # k_{t-1}
 
-    mask = row_ok[:, None] & (n_lo + cols[None, :] < n_hi)
-    a_next = tl.load(a_ptr + base + n_lo + cols[None, :], mask=mask, other=0.0)
-    k_next = tl.load(k_ptr + base + n_lo + cols[None, :], mask=mask, other=0.0)
+    pos = n_lo + cols
+    mask = row_ok[:, None] & (pos[None, :] < n_hi)
+    a_next = tl.load(a_ptr + _tile_offsets(a_base, pos, a_st, TIME_MAJOR), mask=mask, other=0.0)
+    k_next = tl.load(k_ptr + _tile_offsets(k_base, pos, k_st, TIME_MAJOR), mask=mask, other=0.0)
     # A while loop, not range(n_lo, n_hi, ...): Triton's interpreter cannot turn a runtime
     # bound into a Python int under numpy >= 2.4.
     n0 = n_lo
@@ -117,8 +167,10 @@ def _causal_green_fwd_kernel(
         # Prefetch the next tile (fully masked past the chunk) before the sequential work.
         nxt = n0 + BLOCK_N + cols
         mask = row_ok[:, None] & (nxt[None, :] < n_hi)
-        a_next = tl.load(a_ptr + base + nxt[None, :], mask=mask, other=0.0)
-        k_next = tl.load(k_ptr + base + nxt[None, :], mask=mask, other=0.0)
+        a_next = tl.load(a_ptr + _tile_offsets(a_base, nxt, a_st, TIME_MAJOR), mask=mask,
+                         other=0.0)
+        k_next = tl.load(k_ptr + _tile_offsets(k_base, nxt, k_st, TIME_MAJOR), mask=mask,
+                         other=0.0)
 
         dk_tile = tl.join(d_tile, k_tile)  # (BLOCK_M, BLOCK_N, 2): one column pick per step
         out_r = tl.zeros([BLOCK_M, BLOCK_N], dtype=dtype)
@@ -139,30 +191,35 @@ def _causal_green_fwd_kernel(
             kp = kj
             out_r = tl.where(sel, gr[:, None], out_r)
             out_i = tl.where(sel, gi[:, None], out_i)
-        ptrs = g_ptr + 2 * (base + n0 + cols[None, :])[:, :, None] + reim[None, None, :]
-        tl.store(ptrs, tl.join(out_r, out_i), mask=tile_mask[:, :, None])
+        offs = _tile_offsets(g_base, n0 + cols, g_st, TIME_MAJOR)
+        tl.store(g_ptr + 2 * offs[:, :, None] + reim[None, None, :], tl.join(out_r, out_i),
+                 mask=tile_mask[:, :, None])
         n0 += BLOCK_N
 
 
-@triton.jit(do_not_specialize=["M"])
+@triton.jit(do_not_specialize=["C"])
 def _causal_green_bwd_kernel(
-    k_ptr, g_ptr, gg_ptr, e_ptr, ga_ptr, gk_ptr, gz_ptr, M, N, CH,
-    HAS_END: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    k_ptr, g_ptr, gg_ptr, e_ptr, ga_ptr, gk_ptr, gz_ptr, C, N, CH, k_sb, k_st, g_sb, g_st,
+    HAS_END: tl.constexpr, TIME_MAJOR: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
-    """grad_a, grad_k (M, N) and the partial sums -conj(sum_t lam_t) gz (M, n_chunks, 2) over
-    chunk c = program_id(1), i.e. positions [c CH, (c + 1) CH), from k (M, N), G and grad_G
-    (M, N, 2). Row-parallel: one chunk, lam_N = 0. Chunked (HAS_END): lam at the chunk's end
-    (the next chunk's first position) is e (M, n_chunks, 2)."""
+    """grad_a, grad_k (layout of G) and the partial sums -conj(sum_t lam_t) gz
+    (B C, n_chunks, 2) over chunk c = program_id(1), i.e. positions [c CH, (c + 1) CH), from k,
+    G and grad_G (G's layout, real views of complex). Row-parallel: one chunk, lam_N = 0.
+    Chunked (HAS_END): lam at the chunk's end (the next chunk's first position) is
+    e (B C, n_chunks, 2)."""
+    b = tl.program_id(2)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < M
+    row_ok = rows < C
     cols = tl.arange(0, BLOCK_N)
-    base = rows.to(tl.int64)[:, None] * N
+    k_base = _row_base(b, rows, k_sb, N, TIME_MAJOR)
+    g_base = _row_base(b, rows, g_sb, N, TIME_MAJOR)
     reim = tl.arange(0, 2)
     dtype = k_ptr.dtype.element_ty
     chunk = tl.program_id(1)
     n_lo = chunk * CH
     n_hi = tl.minimum(n_lo + CH, N)
-    slot = 2 * (rows.to(tl.int64) * tl.num_programs(1) + chunk)
+    slot = 2 * ((b.to(tl.int64) * C + rows) * tl.num_programs(1) + chunk)
 
     if HAS_END:  # lam_{t+1} at the chunk's last position
         lr = tl.load(e_ptr + slot, mask=row_ok, other=0.0)
@@ -178,8 +235,8 @@ def _causal_green_bwd_kernel(
     n0 = n_lo + ((n_hi - n_lo - 1) // BLOCK_N) * BLOCK_N  # last (partial) tile of the chunk
     pos = n0 + cols
     mask = row_ok[:, None] & (pos[None, :] < n_hi)
-    cptr = 2 * (base + pos[None, :])[:, :, None] + reim[None, None, :]
-    k_next = tl.load(k_ptr + base + pos[None, :], mask=mask, other=0.0)
+    cptr = 2 * _tile_offsets(g_base, pos, g_st, TIME_MAJOR)[:, :, None] + reim[None, None, :]
+    k_next = tl.load(k_ptr + _tile_offsets(k_base, pos, k_st, TIME_MAJOR), mask=mask, other=0.0)
     g_next = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
     gg_next = tl.load(gg_ptr + cptr, mask=mask[:, :, None], other=0.0)
     while n0 >= n_lo:  # a while loop: see the forward kernel
@@ -187,8 +244,9 @@ def _causal_green_bwd_kernel(
         # Prefetch the previous tile (fully masked before the chunk).
         prv = n0 - BLOCK_N + cols
         mask = row_ok[:, None] & (prv[None, :] >= n_lo)
-        cptr = 2 * (base + prv[None, :])[:, :, None] + reim[None, None, :]
-        k_next = tl.load(k_ptr + base + prv[None, :], mask=mask, other=0.0)
+        cptr = 2 * _tile_offsets(g_base, prv, g_st, TIME_MAJOR)[:, :, None] + reim[None, None, :]
+        k_next = tl.load(k_ptr + _tile_offsets(k_base, prv, k_st, TIME_MAJOR), mask=mask,
+                         other=0.0)
         g_next = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
         gg_next = tl.load(gg_ptr + cptr, mask=mask[:, :, None], other=0.0)
 
@@ -211,7 +269,7 @@ def _causal_green_bwd_kernel(
             lam_i = tl.where(sel, li[:, None], lam_i)
         sum_r += lam_r
         sum_i += lam_i
-        offs = base + n0 + cols[None, :]
+        offs = _tile_offsets(g_base, n0 + cols, g_st, TIME_MAJOR)
         tl.store(ga_ptr + offs, lam_r, mask=tile_mask)
         # grad_k_t = -Re(lam_{t+1} G_t): 0 at t = N-1 since lam_N = 0.
         tl.store(gk_ptr + offs, nxt_i * g_i - nxt_r * g_r, mask=tile_mask)
@@ -235,12 +293,13 @@ def _adjoint_coefficients(k_tile, g_tile, gg_tile):
     return alpha, beta
 
 
-@triton.jit(do_not_specialize=["M"])
+@triton.jit(do_not_specialize=["C"])
 def _fwd_chunk_map_kernel(
-    a_ptr, k_ptr, z_ptr, p_ptr, M, N, CH, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    a_ptr, k_ptr, z_ptr, p_ptr, C, N, CH, a_sb, a_st, k_sb, k_st, z_sb, z_sc,
+    TIME_MAJOR: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Chunked forward, pass 1: the Moebius map of chunk c = program_id(1) (a full chunk:
-    only chunks 0 .. n_chunks - 2 are needed), p (M, 3, n_maps, 2) = (w, beta, delta) with
+    only chunks 0 .. n_chunks - 2 are needed), p (B C, 3, n_maps, 2) = (w, beta, delta) with
     P_c = M_end ... M_start ~ [[w, beta], [1, delta]] (M_t = [[a_t - z, -k_{t-1}], [1, 0]]).
 
     As in ``green._forward_torch``, M_t P = [[d w - k e, d beta - k delta], [w, beta]] is
@@ -248,16 +307,19 @@ def _fwd_chunk_map_kernel(
     the continued fraction started from G = 0 (|w| >= Im z). The state starts as the identity
     (w = delta = 1, beta = 0), which is [[w, beta], [e, delta]] with e = 0 instead of 1: the
     k e term vanishes on the chunk's first step only."""
+    b = tl.program_id(2)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < M
+    row_ok = rows < C
     cols = tl.arange(0, BLOCK_N)
-    base = rows.to(tl.int64)[:, None] * N
+    a_base = _row_base(b, rows, a_sb, N, TIME_MAJOR)
+    k_base = _row_base(b, rows, k_sb, N, TIME_MAJOR)
     dtype = a_ptr.dtype.element_ty
-    zr = tl.load(z_ptr + 2 * rows, mask=row_ok, other=0.0)
-    zi = tl.load(z_ptr + 2 * rows + 1, mask=row_ok, other=1.0)
+    z_off = 2 * (b.to(tl.int64) * z_sb + rows.to(tl.int64) * z_sc)
+    zr = tl.load(z_ptr + z_off, mask=row_ok, other=0.0)
+    zi = tl.load(z_ptr + z_off + 1, mask=row_ok, other=1.0)
     chunk = tl.program_id(1)
     n_lo = chunk * CH
-    kp = tl.load(k_ptr + rows.to(tl.int64) * N + n_lo - 1,
+    kp = tl.load(k_ptr + _position_offsets(k_base, n_lo - 1, k_st, TIME_MAJOR),
                  mask=row_ok & (rows * 0 + n_lo > 0), other=0.0)
     wr = tl.full([BLOCK_M], 1.0, dtype)
     wi = tl.zeros([BLOCK_M], dtype=dtype)
@@ -267,16 +329,19 @@ def _fwd_chunk_map_kernel(
     dr = tl.full([BLOCK_M], 1.0, dtype)
     di = tl.zeros([BLOCK_M], dtype=dtype)
 
+    pos = n_lo + cols
     mask = row_ok[:, None] & (cols[None, :] < CH)
-    a_next = tl.load(a_ptr + base + n_lo + cols[None, :], mask=mask, other=0.0)
-    k_next = tl.load(k_ptr + base + n_lo + cols[None, :], mask=mask, other=0.0)
+    a_next = tl.load(a_ptr + _tile_offsets(a_base, pos, a_st, TIME_MAJOR), mask=mask, other=0.0)
+    k_next = tl.load(k_ptr + _tile_offsets(k_base, pos, k_st, TIME_MAJOR), mask=mask, other=0.0)
     n0 = n_lo
     while n0 < n_lo + CH:  # a while loop: see the forward kernel
         ak_tile = tl.join(a_next, k_next)
         nxt = n0 + BLOCK_N + cols
         mask = row_ok[:, None] & (nxt[None, :] < n_lo + CH)
-        a_next = tl.load(a_ptr + base + nxt[None, :], mask=mask, other=0.0)
-        k_next = tl.load(k_ptr + base + nxt[None, :], mask=mask, other=0.0)
+        a_next = tl.load(a_ptr + _tile_offsets(a_base, nxt, a_st, TIME_MAJOR), mask=mask,
+                         other=0.0)
+        k_next = tl.load(k_ptr + _tile_offsets(k_base, nxt, k_st, TIME_MAJOR), mask=mask,
+                         other=0.0)
         for j in tl.static_range(BLOCK_N):
             sel = cols[None, :] == j  # column pick as in the forward kernel
             aj, kj = tl.split(tl.sum(tl.where(sel[:, :, None], ak_tile, -0.0), axis=1))
@@ -294,7 +359,7 @@ def _fwd_chunk_map_kernel(
             kp = kj
         n0 += BLOCK_N
 
-    out = p_ptr + 2 * (rows.to(tl.int64) * 3 * tl.num_programs(1) + chunk)
+    out = p_ptr + 2 * ((b.to(tl.int64) * C + rows) * 3 * tl.num_programs(1) + chunk)
     step = 2 * tl.num_programs(1)  # between the three maps of a row
     tl.store(out, wr, mask=row_ok)
     tl.store(out + 1, wi, mask=row_ok)
@@ -304,18 +369,21 @@ def _fwd_chunk_map_kernel(
     tl.store(out + 2 * step + 1, di, mask=row_ok)
 
 
-@triton.jit(do_not_specialize=["M"])
+@triton.jit(do_not_specialize=["C"])
 def _bwd_chunk_map_kernel(
-    k_ptr, g_ptr, gg_ptr, p_ptr, M, N, CH, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    k_ptr, g_ptr, gg_ptr, p_ptr, C, N, CH, k_sb, k_st, g_sb, g_st, TIME_MAJOR: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     """Chunked backward, pass 1: the affine map lam_start = A lam_end + B of chunk
-    c = program_id(1) + 1 (chunk 0's map is not needed), p (M, 2, n_maps, 2) = (A, B):
+    c = program_id(1) + 1 (chunk 0's map is not needed), p (B C, 2, n_maps, 2) = (A, B):
     A = prod alpha_t, B accumulated in reverse (A <- alpha A, B <- alpha B + beta). A is a
     derivative of a composition of the forward maps, bounded by Schwarz-Pick (docs/BK.md)."""
+    b = tl.program_id(2)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < M
+    row_ok = rows < C
     cols = tl.arange(0, BLOCK_N)
-    base = rows.to(tl.int64)[:, None] * N
+    k_base = _row_base(b, rows, k_sb, N, TIME_MAJOR)
+    g_base = _row_base(b, rows, g_sb, N, TIME_MAJOR)
     reim = tl.arange(0, 2)
     dtype = k_ptr.dtype.element_ty
     n_lo = (tl.program_id(1) + 1) * CH
@@ -328,16 +396,17 @@ def _bwd_chunk_map_kernel(
     n0 = n_lo + ((n_hi - n_lo - 1) // BLOCK_N) * BLOCK_N  # as in the backward kernel
     pos = n0 + cols
     mask = row_ok[:, None] & (pos[None, :] < n_hi)
-    cptr = 2 * (base + pos[None, :])[:, :, None] + reim[None, None, :]
-    k_next = tl.load(k_ptr + base + pos[None, :], mask=mask, other=0.0)
+    cptr = 2 * _tile_offsets(g_base, pos, g_st, TIME_MAJOR)[:, :, None] + reim[None, None, :]
+    k_next = tl.load(k_ptr + _tile_offsets(k_base, pos, k_st, TIME_MAJOR), mask=mask, other=0.0)
     g_next = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
     gg_next = tl.load(gg_ptr + cptr, mask=mask[:, :, None], other=0.0)
     while n0 >= n_lo:
         k_tile, g_tile, gg_tile = k_next, g_next, gg_next
         prv = n0 - BLOCK_N + cols
         mask = row_ok[:, None] & (prv[None, :] >= n_lo)
-        cptr = 2 * (base + prv[None, :])[:, :, None] + reim[None, None, :]
-        k_next = tl.load(k_ptr + base + prv[None, :], mask=mask, other=0.0)
+        cptr = 2 * _tile_offsets(g_base, prv, g_st, TIME_MAJOR)[:, :, None] + reim[None, None, :]
+        k_next = tl.load(k_ptr + _tile_offsets(k_base, prv, k_st, TIME_MAJOR), mask=mask,
+                         other=0.0)
         g_next = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
         gg_next = tl.load(gg_ptr + cptr, mask=mask[:, :, None], other=0.0)
         # Padding has alpha = beta = 0: it zeroes A, harmless since the last chunk's lam_end
@@ -351,7 +420,7 @@ def _bwd_chunk_map_kernel(
             br, bi = xr * br - xi * bi + yr, xr * bi + xi * br + yi
         n0 -= BLOCK_N
 
-    out = p_ptr + 2 * (rows.to(tl.int64) * 2 * tl.num_programs(1) + tl.program_id(1))
+    out = p_ptr + 2 * ((b.to(tl.int64) * C + rows) * 2 * tl.num_programs(1) + tl.program_id(1))
     step = 2 * tl.num_programs(1)
     tl.store(out, ar, mask=row_ok)
     tl.store(out + 1, ai, mask=row_ok)
@@ -435,17 +504,30 @@ def _chunk_boundary_kernel(
         done += BLOCK_C
 
 
-def _launch_config(n: int) -> tuple[int, int, int]:
+def _launch_config(n: int, time_major: bool = False,
+                   backward: bool = False) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps) for a sweep of n positions per row (N, or the chunk length
-    L in the chunked variant), by the following reasoning (the row-parallel default 8 x 16 x 1
-    was the best of 7 configurations on the H200; bench/bk_gpu.py sweeps alternatives). Triton
-    lays a (BLOCK_M, 16) float32 tile out as 4 contiguous values per thread x 4 threads along N
-    x 8 rows per warp (when N % 16 == 0), so a column pick is a 4-way in-thread select plus 2
+    L in the chunked variant), by the following reasoning (bench/bk_gpu.py sweeps
+    alternatives on the H200).
+
+    Row-major (the default 8 x 16 x 1 was the best of 7 configurations): Triton lays a
+    (BLOCK_M, 16) float32 tile out as 4 contiguous values per thread x 4 threads along N x 8
+    rows per warp (when N % 16 == 0), so a column pick is a 4-way in-thread select plus 2
     shuffle rounds and each row is computed by 4 threads; BLOCK_M = 8 with one warp gives every
     thread one row and the most programs (M / 8), which matters because the time is
     ~n x (latency of one step) once each SM has rows. 16 positions per tile cover the latency
     of prefetching the next tile; fewer when n < 16 (no wasted unrolled steps: the interpreter
-    tests run at small n)."""
+    tests run at small n).
+
+    Time-major: a (128, BLOCK_N) tile puts 4 adjacent rows in each of 32 lanes (128-bit
+    accesses, a warp reads 512 contiguous bytes per position) and the positions in registers,
+    so each lane runs 4 independent recurrences and picks cost nothing. The backward holds
+    about 12 tiles (k, G, grad_G and the next ones, alpha, beta, lam, sums): (64, 4), 2 rows
+    per lane, is the largest that does not spill (H200 sweep at 4096 x 8192, chunk 128:
+    forward (128, 8) 0.36 ms; backward (64, 4) 0.51 ms, (128, 4) 0.84 ms, (128, 8) 3.4 ms)."""
+    if time_major:
+        bm, bn = (64, 4) if backward else (128, 8)
+        return bm, min(bn, triton.next_power_of_2(n)), 1
     return 8, min(16, triton.next_power_of_2(n)), 1
 
 
@@ -453,8 +535,9 @@ def _launch_config(n: int) -> tuple[int, int, int]:
 # 4096 x 8192 (bench/bk_gpu.py "chunk_sweep"): 128 and 256 tie as fastest (forward 0.475 ms,
 # backward 1.01 ms), 32 is 10% slower; 128 keeps twice as many programs for shorter N.
 CHUNK = 128
-# The grid's second axis (chunks) is limited to 65535 by CUDA.
+# The grid's second axis (chunks) and third (batches) are limited to 65535 by CUDA.
 _MAX_CHUNKS = 65535
+_MAX_BATCHES = 65535
 # Dispatcher thresholds: chunked iff N >= CHUNKED_MIN_N and M < CHUNKED_MAX_M. Below two
 # default chunks there is nothing to split. Measured on an H200 at M x N = 2^25 ("time_vs_n"):
 # the row-parallel kernel wins from M = 8192 rows (forward 0.36 vs 0.47 ms, backward 0.69 vs
@@ -462,15 +545,57 @@ _MAX_CHUNKS = 65535
 # forward 0.48 vs 0.60 ms, backward equal; at M = 32, N = 1M 1.6 vs 70 ms).
 CHUNKED_MIN_N = 2 * CHUNK
 CHUNKED_MAX_M = 8192
+# Time-major programs own 16x more rows (128), so rows alone fill the GPU only from 16x more.
+CHUNKED_MAX_M_TIME_MAJOR = 16 * CHUNKED_MAX_M
+# Fewest channels for the time-major layout: a program owns 128 of them.
+TIME_MAJOR_MIN_C = 16
 # Rows per program of the chunk-boundary pass and maps per tile: the pass is one dependent
 # Moebius (or affine) step per chunk, like the row-parallel kernels per position.
 _BOUNDARY_BLOCK_M, _BOUNDARY_BLOCK_C = 8, 16
 
 
-def use_chunked(m: int, n: int) -> bool:
+def use_chunked(m: int, n: int, time_major: bool = False) -> bool:
     """The dispatcher's rule for ``variant="auto"``: chunked iff N >= CHUNKED_MIN_N and
-    M < CHUNKED_MAX_M (row-parallel when rows alone fill the GPU or N is short)."""
-    return n >= CHUNKED_MIN_N and m < CHUNKED_MAX_M
+    M < CHUNKED_MAX_M (row-parallel when rows alone fill the GPU or N is short; the row limit
+    is CHUNKED_MAX_M_TIME_MAJOR for the time-major layout)."""
+    return n >= CHUNKED_MIN_N and m < (CHUNKED_MAX_M_TIME_MAJOR if time_major else CHUNKED_MAX_M)
+
+
+def is_time_major(x: torch.Tensor) -> bool:
+    """Whether the kernels read x (B, C, N) in place as time-major: channels adjacent (stride
+    1), at least TIME_MAJOR_MIN_C of them, N > 1, at most _MAX_BATCHES batches (e.g.
+    BKMixer's (B, N, C) tensors transposed). Otherwise (2-D arguments included) they use a
+    row-major (B C, N) contiguous copy."""
+    return (x.dim() == 3 and x.stride(1) == 1 and x.shape[1] >= TIME_MAJOR_MIN_C
+            and x.shape[2] > 1 and x.shape[0] <= _MAX_BATCHES)
+
+
+def output_layout(a: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether :func:`forward` runs time-major on these inputs (then G and, in the backward,
+    grad_a and grad_k are time-major too); shared with the custom op's fake implementation."""
+    return is_time_major(a) and is_time_major(k)
+
+
+def empty_like_layout(x: torch.Tensor, dtype: torch.dtype, time_major: bool) -> torch.Tensor:
+    """An uninitialised tensor of x's shape in the given layout: for (B, C, N), (B, N, C)
+    contiguous transposed; else contiguous."""
+    if time_major:
+        b, c, n = x.shape
+        return torch.empty((b, n, c), dtype=dtype, device=x.device).transpose(1, 2)
+    return torch.empty(x.shape, dtype=dtype, device=x.device)
+
+
+def _in_layout(x: torch.Tensor, time_major: bool) -> torch.Tensor:
+    """x (B, C, N) readable by the kernels in the layout: itself when it already is, else a
+    copy (time-major: channels adjacent; row-major: contiguous)."""
+    if time_major:
+        return x if x.stride(1) == 1 else x.transpose(1, 2).contiguous().transpose(1, 2)
+    return x.contiguous()
+
+
+def _strides(x: torch.Tensor, time_major: bool) -> tuple[int, int]:
+    """(batch stride, position stride) passed to the kernels (unused when row-major)."""
+    return (x.stride(0), x.stride(2)) if time_major else (0, 1)
 
 
 def _chunk_length(n: int, chunk: int | None) -> int:
@@ -487,15 +612,15 @@ def _chunk_length(n: int, chunk: int | None) -> int:
 
 
 def _plan(
-    m: int, n: int, variant: str, chunk: int | None, block_m: int | None, block_n: int | None,
-    num_warps: int | None,
+    m: int, n: int, time_major: bool, variant: str, chunk: int | None, block_m: int | None,
+    block_n: int | None, num_warps: int | None, backward: bool = False,
 ) -> tuple[int, int, int, int]:
     """(chunk length CH, BLOCK_M, BLOCK_N, num_warps); CH = n means row-parallel."""
     if variant not in ("auto", "row", "chunked"):
         raise ValueError(f"variant must be 'auto', 'row' or 'chunked', got {variant!r}")
-    chunked = use_chunked(m, n) if variant == "auto" else variant == "chunked"
+    chunked = use_chunked(m, n, time_major) if variant == "auto" else variant == "chunked"
     length = min(_chunk_length(n, chunk), n) if chunked else n
-    bm, bn, warps = _launch_config(length)
+    bm, bn, warps = _launch_config(length, time_major, backward)
     return length, block_m or bm, block_n or bn, num_warps or warps
 
 
@@ -508,38 +633,55 @@ def _check_runnable(x: torch.Tensor) -> None:
         )
 
 
+def _as_batched(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(M, N) / (M, 1) arguments as (1, M, N) / (1, M, 1); (B, C, N) ones unchanged."""
+    return tuple(x[None] if x.dim() == 2 else x for x in xs)
+
+
 def forward(
     a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, *, variant: str = "auto",
     chunk: int | None = None, block_m: int | None = None, block_n: int | None = None,
     num_warps: int | None = None,
 ) -> torch.Tensor:
-    """G (M, N) complex from contiguous a, k (M, N) float32/float64 and z (M, 1) complex.
+    """G complex from a, k float32/float64 and z complex: a, k (M, N) and z (M, 1), or a, k
+    (B, C, N) with any strides and z (B, C, 1) (one energy per row), G of a's shape.
 
-    ``variant``: ``"auto"`` (:func:`use_chunked`), ``"row"`` or ``"chunked"``; ``chunk`` the
-    chunk length (default CHUNK). ``block_m``, ``block_n`` (powers of two) and ``num_warps``
-    override the launch heuristic of the per-position kernels (for benchmarks)."""
+    Time-major inputs (:func:`output_layout`) are read in place and give a time-major G;
+    others are made contiguous. ``variant``: ``"auto"`` (:func:`use_chunked`), ``"row"`` or
+    ``"chunked"``; ``chunk`` the chunk length (default CHUNK). ``block_m``, ``block_n`` (powers
+    of two) and ``num_warps`` override the launch heuristic of the per-position kernels (for
+    benchmarks)."""
     _check_runnable(a)
-    m, n = a.shape
-    length, bm, bn, warps = _plan(m, n, variant, chunk, block_m, block_n, num_warps)
+    shape = a.shape
+    a, k, z = _as_batched(a, k, z)
+    time_major = output_layout(a, k)
+    if not time_major:  # one batch of B C rows
+        a, k, z = (x.reshape(1, -1, x.shape[-1]) for x in (a, k, z))
+    a, k = _in_layout(a, time_major), _in_layout(k, time_major)
+    nb, c, n = a.shape
+    length, bm, bn, warps = _plan(nb * c, n, time_major, variant, chunk, block_m, block_n,
+                                  num_warps)
     chunks = -(-n // length)
-    zr = torch.view_as_real(z)
-    g = torch.empty((m, n), dtype=z.dtype, device=a.device)
+    zr = torch.view_as_real(z[..., 0])
+    g = empty_like_layout(a, z.dtype, time_major)
+    strides = (*_strides(a, time_major), *_strides(k, time_major))
     starts = g  # unused by the row-parallel launch (HAS_START=False)
     if chunks > 1:
         # Pass 1: the maps of chunks 0 .. C-2; pass 2: G before every chunk.
-        maps = torch.empty((m, 3, chunks - 1), dtype=z.dtype, device=a.device)
-        _fwd_chunk_map_kernel[(triton.cdiv(m, bm), chunks - 1)](
-            a, k, zr, torch.view_as_real(maps), m, n, length,
-            BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+        maps = torch.empty((nb * c, 3, chunks - 1), dtype=z.dtype, device=a.device)
+        _fwd_chunk_map_kernel[(triton.cdiv(c, bm), chunks - 1, nb)](
+            a, k, zr, torch.view_as_real(maps), c, n, length, *strides, zr.stride(0) // 2,
+            zr.stride(1) // 2, TIME_MAJOR=time_major, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
         )
-        starts = torch.zeros((m, chunks), dtype=z.dtype, device=a.device)
+        starts = torch.zeros((nb * c, chunks), dtype=z.dtype, device=a.device)
         _boundaries(maps, starts, affine=False)
     # Pass 3 (or the whole row-parallel sweep): the recurrence from each chunk's start.
-    _causal_green_fwd_kernel[(triton.cdiv(m, bm), chunks)](
-        a, k, zr, torch.view_as_real(starts), torch.view_as_real(g), m, n, length,
-        HAS_START=chunks > 1, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+    _causal_green_fwd_kernel[(triton.cdiv(c, bm), chunks, nb)](
+        a, k, zr, torch.view_as_real(starts), torch.view_as_real(g), c, n, length, *strides,
+        *_strides(g, time_major), zr.stride(0) // 2, zr.stride(1) // 2,
+        HAS_START=chunks > 1, TIME_MAJOR=time_major, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
     )
-    return g
+    return g.reshape(shape)
 
 
 def _boundaries(maps: torch.Tensor, out: torch.Tensor, *, affine: bool) -> None:
@@ -556,36 +698,46 @@ def backward(
     *, variant: str = "auto", chunk: int | None = None, block_m: int | None = None,
     block_n: int | None = None, num_warps: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(grad_a, grad_k (M, N), grad_z (M, 1)) from k (M, N), G and grad_G (M, N) complex.
+    """(grad_a, grad_k, grad_z) from k, G and grad_G, shaped as for :func:`forward`: (M, N)
+    and (M, 1), or (B, C, N) and (B, C, 1). grad_a and grad_k take G's layout (time-major when
+    G is); k and grad_G are read in place when already in it, else copied.
 
-    ``a`` and ``z`` enter only through G (unused; part of the backend contract). ``k`` may be
-    a non-contiguous expanded view: it is made contiguous here. ``variant``, ``chunk`` and the
-    overrides as for :func:`forward`."""
+    ``a`` and ``z`` enter only through G (unused; part of the backend contract). ``variant``,
+    ``chunk`` and the overrides as for :func:`forward`."""
     del a
     _check_runnable(g)
-    m, n = g.shape
-    length, bm, bn, warps = _plan(m, n, variant, chunk, block_m, block_n, num_warps)
+    shape, z_shape = g.shape, z.shape
+    k, g, grad_g = _as_batched(k, g, grad_g)
+    time_major = is_time_major(g)
+    if not time_major:
+        k, g, grad_g = (x.reshape(1, -1, x.shape[-1]) for x in (k, g, grad_g))
+    k, g, grad_g = (_in_layout(x, time_major) for x in (k, g, grad_g))
+    if grad_g.stride() != g.stride():  # the kernels read G and grad_G with one set of strides
+        grad_g = empty_like_layout(g, g.dtype, time_major).copy_(grad_g)
+    nb, c, n = g.shape
+    length, bm, bn, warps = _plan(nb * c, n, time_major, variant, chunk, block_m, block_n,
+                                  num_warps, backward=True)
     chunks = -(-n // length)
-    k, gr = k.contiguous(), torch.view_as_real(g.contiguous())
-    ggr = torch.view_as_real(grad_g.contiguous())
-    grad_a = torch.empty((m, n), dtype=k.dtype, device=g.device)
-    grad_k = torch.empty_like(grad_a)
-    grad_z = torch.empty((m, chunks), dtype=z.dtype, device=g.device)  # per chunk, summed below
+    gr, ggr = torch.view_as_real(g), torch.view_as_real(grad_g)
+    grad_a = empty_like_layout(g, k.dtype, time_major)
+    grad_k = empty_like_layout(g, k.dtype, time_major)
+    grad_z = torch.empty((nb * c, chunks), dtype=g.dtype, device=g.device)  # per chunk
+    strides = (*_strides(k, time_major), *_strides(g, time_major))
     ends = grad_z  # unused by the row-parallel launch (HAS_END=False)
     if chunks > 1:
         # Pass 1: the affine maps of chunks 1 .. C-1; pass 2: lam after every chunk.
-        maps = torch.empty((m, 2, chunks - 1), dtype=z.dtype, device=g.device)
-        _bwd_chunk_map_kernel[(triton.cdiv(m, bm), chunks - 1)](
-            k, gr, ggr, torch.view_as_real(maps), m, n, length,
-            BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+        maps = torch.empty((nb * c, 2, chunks - 1), dtype=g.dtype, device=g.device)
+        _bwd_chunk_map_kernel[(triton.cdiv(c, bm), chunks - 1, nb)](
+            k, gr, ggr, torch.view_as_real(maps), c, n, length, *strides,
+            TIME_MAJOR=time_major, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
         )
-        ends = torch.zeros((m, chunks), dtype=z.dtype, device=g.device)
+        ends = torch.zeros((nb * c, chunks), dtype=g.dtype, device=g.device)
         _boundaries(maps, ends, affine=True)
     # Pass 3 (or the whole row-parallel sweep): lam from each chunk's end, the gradients.
-    _causal_green_bwd_kernel[(triton.cdiv(m, bm), chunks)](
+    _causal_green_bwd_kernel[(triton.cdiv(c, bm), chunks, nb)](
         k, gr, ggr, torch.view_as_real(ends), grad_a, grad_k, torch.view_as_real(grad_z),
-        m, n, length, HAS_END=chunks > 1, BLOCK_M=bm, BLOCK_N=bn, num_warps=warps,
+        c, n, length, *strides, HAS_END=chunks > 1, TIME_MAJOR=time_major, BLOCK_M=bm,
+        BLOCK_N=bn, num_warps=warps,
     )
-    if chunks > 1:
-        grad_z = grad_z.sum(dim=1, keepdim=True)
-    return grad_a, grad_k, grad_z
+    grad_z = grad_z.sum(dim=1, keepdim=True) if chunks > 1 else grad_z
+    return grad_a.reshape(shape), grad_k.reshape(shape), grad_z.reshape(z_shape)

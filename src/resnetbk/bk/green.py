@@ -40,9 +40,10 @@ __all__ = ["causal_green", "causal_green_reference", "resolvent_diag"]
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
-# A backend maps 2-D contiguous inputs a (M, N), k (M, N) real and z (M, 1) complex to
-# G (M, N); its backward maps (a, k, z, G, grad_G) to (grad_a (M, N), grad_k (M, N),
-# grad_z (M, 1)) in PyTorch's conjugate-Wirtinger convention. A Triton kernel registers a pair
+# A backend maps inputs a (B, C, N), k (B, C, N) real and z (B, C, 1) complex (any strides:
+# B C independent rows, C the last batch dimension, e.g. channels) to G (B, C, N) in any
+# layout; its backward maps (a, k, z, G, grad_G) to (grad_a, grad_k (B, C, N), grad_z
+# (B, C, 1)) in PyTorch's conjugate-Wirtinger convention. A Triton kernel registers a pair
 # here and inherits validation, broadcasting and the autograd wiring of ``_CausalGreen``.
 Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Backward = Callable[
@@ -307,11 +308,33 @@ def _backward_torch(
     return grad_a, grad_k, grad_z
 
 
-_BACKENDS: dict[str, tuple[Forward, Backward]] = {"torch": (_forward_torch, _backward_torch)}
+def _forward_torch_rows(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The torch backend on the (B, C, N) contract: the scan runs on (B C, N) rows."""
+    n = a.shape[-1]
+    g = _forward_torch(a.reshape(-1, n).contiguous(), k.reshape(-1, n).contiguous(),
+                       z.reshape(-1, 1))
+    return g.reshape(a.shape)
+
+
+def _backward_torch_rows(
+    a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, g: torch.Tensor, grad_g: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n = a.shape[-1]
+    grads = _backward_torch(*(x.reshape(-1, n).contiguous() for x in (a, k)), z.reshape(-1, 1),
+                            *(x.reshape(-1, n).contiguous() for x in (g, grad_g)))
+    return tuple(x.reshape(shape) for x, shape in zip(grads, (a.shape, a.shape, z.shape),
+                                                      strict=True))
+
+
+_BACKENDS: dict[str, tuple[Forward, Backward]] = {
+    "torch": (_forward_torch_rows, _backward_torch_rows)
+}
 
 
 # The Triton backend's two passes as torch.library custom ops: torch.compile keeps them as
 # opaque calls (a model compiled whole stays one graph; Dynamo never traces the launch code).
+# Their outputs' layout depends on the inputs' (time-major inputs give time-major outputs):
+# the fake implementations reproduce it, since compiled code relies on the fake strides.
 @torch.library.custom_op("resnetbk::causal_green_forward", mutates_args=())
 def _forward_triton(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     # Imported on first use: importing triton costs ~1 s and must not be needed on CPU.
@@ -322,7 +345,9 @@ def _forward_triton(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.
 
 @_forward_triton.register_fake
 def _(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    return a.new_empty(a.shape, dtype=z.dtype)
+    from resnetbk.bk.causal_green_triton import empty_like_layout, output_layout
+
+    return empty_like_layout(a, z.dtype, output_layout(a, k))
 
 
 @torch.library.custom_op("resnetbk::causal_green_backward", mutates_args=())
@@ -337,8 +362,11 @@ def _backward_triton(
 @_backward_triton.register_fake
 def _(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, g: torch.Tensor,
       grad_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return (g.new_empty(g.shape, dtype=k.dtype), g.new_empty(g.shape, dtype=k.dtype),
-            g.new_empty((g.shape[0], 1)))
+    from resnetbk.bk.causal_green_triton import empty_like_layout, is_time_major
+
+    time_major = is_time_major(g)
+    return (empty_like_layout(g, k.dtype, time_major), empty_like_layout(g, k.dtype, time_major),
+            g.new_empty(z.shape))
 
 
 if importlib.util.find_spec("triton") is not None:
@@ -346,33 +374,28 @@ if importlib.util.find_spec("triton") is not None:
 
 
 class _CausalGreen(torch.autograd.Function):
-    """Broadcasts to (M, N) / (M, 1), runs a backend, saves only inputs and G."""
+    """Broadcasts to (B, C, N) / (B, C, 1) (C the last batch dimension: views where the
+    inputs allow, so a time-major (B, N, C) tensor seen as (B, C, N) reaches the backend in
+    place), runs a backend, saves only inputs and G."""
 
     @staticmethod
     def forward(
         ctx: Any, a: torch.Tensor, k: torch.Tensor, z: torch.Tensor, batch: torch.Size,
         backend: str,
     ) -> torch.Tensor:
-        n = a.shape[-1]
-        flat = (-1, n)
-        a2 = a.expand(*batch, n).reshape(flat).contiguous()
-        k2 = k.expand(*batch, n).reshape(flat).contiguous()
-        z2 = z.expand(*batch, 1).reshape(-1, 1).contiguous()
-        g2 = _BACKENDS[backend][0](a2, k2, z2)
-        ctx.save_for_backward(a, k, z, g2)
+        a3, k3, z3 = _rows(a, k, z, batch)
+        g3 = _BACKENDS[backend][0](a3, k3, z3)
+        ctx.save_for_backward(a, k, z, g3)
         ctx.batch, ctx.backend = batch, backend
-        return g2.reshape(*batch, n)
+        return g3.reshape(*batch, a.shape[-1])
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        a, k, z, g2 = ctx.saved_tensors
+        a, k, z, g3 = ctx.saved_tensors
+        a3, k3, z3 = _rows(a, k, z, ctx.batch)
+        ga, gk, gz = _BACKENDS[ctx.backend][1](a3, k3, z3, g3, grad_g.reshape(g3.shape))
         n = a.shape[-1]
-        a2 = a.expand(*ctx.batch, n).reshape(-1, n)
-        k2 = k.expand(*ctx.batch, n).reshape(-1, n)
-        z2 = z.expand(*ctx.batch, 1).reshape(-1, 1)
-        gg2 = grad_g.reshape(-1, n).contiguous()
-        ga, gk, gz = _BACKENDS[ctx.backend][1](a2, k2, z2, g2, gg2)
         need_a, need_k, need_z = ctx.needs_input_grad[:3]
         return (
             ga.reshape(*ctx.batch, n).sum_to_size(a.shape) if need_a else None,
@@ -381,6 +404,15 @@ class _CausalGreen(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _rows(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor,
+          batch: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """a, k broadcast to (*batch, N) and z to (*batch, 1), as (B, C, N) / (B, C, 1)."""
+    n = a.shape[-1]
+    c = batch[-1] if batch else 1
+    return (a.expand(*batch, n).reshape(-1, c, n), k.expand(*batch, n).reshape(-1, c, n),
+            z.expand(*batch, 1).reshape(-1, c, 1))
 
 
 def causal_green(
@@ -400,7 +432,9 @@ def causal_green(
             (C, 1) against (B, C, N)) or 0-dim.
         backend: ``"auto"`` (``"triton"`` for CUDA tensors when triton is installed, else
             ``"torch"``), ``"torch"`` (chunked O(N) scan with exact adjoint backward),
-            ``"triton"`` (row-parallel kernels, CUDA; ``bk/causal_green_triton.py``),
+            ``"triton"`` (chunked scan kernels, CUDA; ``bk/causal_green_triton.py``; reads
+            inputs whose second-to-last dimension has stride 1 in place, e.g. (B, N, C)
+            tensors passed as ``x.transpose(1, 2)``, and returns G in that layout),
             ``"reference"`` (float64 loop, cast back; slow).
         check_values: check ``k >= 0`` and ``Im z > 0`` (below). The host must read each
             check's result: on a GPU that synchronises with the device and stalls the queue of
