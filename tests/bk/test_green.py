@@ -154,6 +154,19 @@ def test_broadcasting_per_channel_energy(gen: torch.Generator) -> None:
     assert rel_err(scalar, causal_green_reference(a, k, 0.3 + 0.5j)) < 1e-12
 
 
+@pytest.mark.parametrize("shape", [(2, 0, 5), (0, 3, 5)])
+def test_empty_batch_dimensions(gen: torch.Generator, shape: tuple[int, ...]) -> None:
+    """No rows: an empty G and empty gradients (a zero-size dimension among the batch ones
+    must not make the reshape to (B, C, N) ambiguous)."""
+    a, k = (x.requires_grad_() for x in chain(gen, shape))
+    z = energies(gen, (shape[1], 1)).requires_grad_()
+    g = causal_green(a, k, z)
+    assert g.shape == shape
+    grads = torch.autograd.grad(g.real.sum(), (a, k, z))
+    assert [x.shape for x in grads] == [a.shape, k.shape, z.shape]
+    assert not grads[2].any()
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(1, 80),

@@ -593,6 +593,17 @@ def _in_layout(x: torch.Tensor, time_major: bool) -> torch.Tensor:
     return x.contiguous()
 
 
+def _standard_layout(x: torch.Tensor, time_major: bool) -> torch.Tensor:
+    """x (B, C, N) with exactly the strides of :func:`empty_like_layout` (itself or a copy):
+    the backward reads G and grad_G and writes grad_a and grad_k with one set of strides."""
+    if not time_major:
+        return x.contiguous()
+    _, c, n = x.shape
+    if x.stride() == (n * c, 1, c):
+        return x
+    return empty_like_layout(x, x.dtype, True).copy_(x)
+
+
 def _strides(x: torch.Tensor, time_major: bool) -> tuple[int, int]:
     """(batch stride, position stride) passed to the kernels (unused when row-major)."""
     return (x.stride(0), x.stride(2)) if time_major else (0, 1)
@@ -653,8 +664,10 @@ def forward(
     benchmarks)."""
     _check_runnable(a)
     shape = a.shape
+    time_major = output_layout(a, k)  # before batching: 2-D arguments are row-major
     a, k, z = _as_batched(a, k, z)
-    time_major = output_layout(a, k)
+    if a.numel() == 0:
+        return empty_like_layout(a, z.dtype, time_major).reshape(shape)
     if not time_major:  # one batch of B C rows
         a, k, z = (x.reshape(1, -1, x.shape[-1]) for x in (a, k, z))
     a, k = _in_layout(a, time_major), _in_layout(k, time_major)
@@ -707,13 +720,15 @@ def backward(
     del a
     _check_runnable(g)
     shape, z_shape = g.shape, z.shape
+    time_major = is_time_major(g)  # before batching: 2-D arguments are row-major
     k, g, grad_g = _as_batched(k, g, grad_g)
-    time_major = is_time_major(g)
+    if g.numel() == 0:
+        grad = empty_like_layout(g, k.dtype, time_major).reshape(shape)
+        return grad, grad.clone(), z.new_zeros(z_shape)
     if not time_major:
         k, g, grad_g = (x.reshape(1, -1, x.shape[-1]) for x in (k, g, grad_g))
-    k, g, grad_g = (_in_layout(x, time_major) for x in (k, g, grad_g))
-    if grad_g.stride() != g.stride():  # the kernels read G and grad_G with one set of strides
-        grad_g = empty_like_layout(g, g.dtype, time_major).copy_(grad_g)
+    k = _in_layout(k, time_major)
+    g, grad_g = _standard_layout(g, time_major), _standard_layout(grad_g, time_major)
     nb, c, n = g.shape
     length, bm, bn, warps = _plan(nb * c, n, time_major, variant, chunk, block_m, block_n,
                                   num_warps, backward=True)

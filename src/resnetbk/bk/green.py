@@ -410,9 +410,9 @@ def _rows(a: torch.Tensor, k: torch.Tensor, z: torch.Tensor,
           batch: torch.Size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """a, k broadcast to (*batch, N) and z to (*batch, 1), as (B, C, N) / (B, C, 1)."""
     n = a.shape[-1]
-    c = batch[-1] if batch else 1
-    return (a.expand(*batch, n).reshape(-1, c, n), k.expand(*batch, n).reshape(-1, c, n),
-            z.expand(*batch, 1).reshape(-1, c, 1))
+    b, c = math.prod(batch[:-1]), batch[-1] if batch else 1  # explicit: C may be 0
+    return (a.expand(*batch, n).reshape(b, c, n), k.expand(*batch, n).reshape(b, c, n),
+            z.expand(*batch, 1).reshape(b, c, 1))
 
 
 def causal_green(
