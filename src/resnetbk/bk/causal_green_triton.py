@@ -112,6 +112,28 @@ def _position_offsets(base, t, st, TIME_MAJOR: tl.constexpr):
         return base + t
 
 
+@triton.jit
+def _load_potentials(a_ptr, k_ptr, a_base, k_base, pos, mask, a_st, k_st,
+                     TIME_MAJOR: tl.constexpr):
+    """(a, k) tiles at positions ``pos`` (0 where masked): the forward's inputs."""
+    a = tl.load(a_ptr + _tile_offsets(a_base, pos, a_st, TIME_MAJOR), mask=mask, other=0.0)
+    k = tl.load(k_ptr + _tile_offsets(k_base, pos, k_st, TIME_MAJOR), mask=mask, other=0.0)
+    return a, k
+
+
+@triton.jit
+def _load_adjoint_inputs(k_ptr, g_ptr, gg_ptr, k_base, g_base, pos, mask, k_st, g_st,
+                         TIME_MAJOR: tl.constexpr):
+    """(k, G, grad_G) tiles at positions ``pos`` (0 where masked; G and grad_G as (re, im)
+    in a last axis of 2): the backward's inputs."""
+    reim = tl.arange(0, 2)
+    cptr = 2 * _tile_offsets(g_base, pos, g_st, TIME_MAJOR)[:, :, None] + reim[None, None, :]
+    k = tl.load(k_ptr + _tile_offsets(k_base, pos, k_st, TIME_MAJOR), mask=mask, other=0.0)
+    g = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
+    gg = tl.load(gg_ptr + cptr, mask=mask[:, :, None], other=0.0)
+    return k, g, gg
+
+
 # C is not specialised on (C % 16, C == 1): it only bounds the row mask, and every distinct
 # specialisation costs a compile of these fully unrolled kernels. N and the chunk length CH
 # are: knowing them divisible by 16 makes row-major tile bounds (c CH, min((c + 1) CH, N))
@@ -157,8 +179,8 @@ def _causal_green_fwd_kernel(
 
     pos = n_lo + cols
     mask = row_ok[:, None] & (pos[None, :] < n_hi)
-    a_next = tl.load(a_ptr + _tile_offsets(a_base, pos, a_st, TIME_MAJOR), mask=mask, other=0.0)
-    k_next = tl.load(k_ptr + _tile_offsets(k_base, pos, k_st, TIME_MAJOR), mask=mask, other=0.0)
+    a_next, k_next = _load_potentials(a_ptr, k_ptr, a_base, k_base, pos, mask, a_st, k_st,
+                                      TIME_MAJOR)
     # A while loop, not range(n_lo, n_hi, ...): Triton's interpreter cannot turn a runtime
     # bound into a Python int under numpy >= 2.4.
     n0 = n_lo
@@ -167,10 +189,8 @@ def _causal_green_fwd_kernel(
         # Prefetch the next tile (fully masked past the chunk) before the sequential work.
         nxt = n0 + BLOCK_N + cols
         mask = row_ok[:, None] & (nxt[None, :] < n_hi)
-        a_next = tl.load(a_ptr + _tile_offsets(a_base, nxt, a_st, TIME_MAJOR), mask=mask,
-                         other=0.0)
-        k_next = tl.load(k_ptr + _tile_offsets(k_base, nxt, k_st, TIME_MAJOR), mask=mask,
-                         other=0.0)
+        a_next, k_next = _load_potentials(a_ptr, k_ptr, a_base, k_base, nxt, mask, a_st, k_st,
+                                          TIME_MAJOR)
 
         dk_tile = tl.join(d_tile, k_tile)  # (BLOCK_M, BLOCK_N, 2): one column pick per step
         out_r = tl.zeros([BLOCK_M, BLOCK_N], dtype=dtype)
@@ -214,7 +234,6 @@ def _causal_green_bwd_kernel(
     cols = tl.arange(0, BLOCK_N)
     k_base = _row_base(b, rows, k_sb, N, TIME_MAJOR)
     g_base = _row_base(b, rows, g_sb, N, TIME_MAJOR)
-    reim = tl.arange(0, 2)
     dtype = k_ptr.dtype.element_ty
     chunk = tl.program_id(1)
     n_lo = chunk * CH
@@ -235,20 +254,15 @@ def _causal_green_bwd_kernel(
     n0 = n_lo + ((n_hi - n_lo - 1) // BLOCK_N) * BLOCK_N  # last (partial) tile of the chunk
     pos = n0 + cols
     mask = row_ok[:, None] & (pos[None, :] < n_hi)
-    cptr = 2 * _tile_offsets(g_base, pos, g_st, TIME_MAJOR)[:, :, None] + reim[None, None, :]
-    k_next = tl.load(k_ptr + _tile_offsets(k_base, pos, k_st, TIME_MAJOR), mask=mask, other=0.0)
-    g_next = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
-    gg_next = tl.load(gg_ptr + cptr, mask=mask[:, :, None], other=0.0)
+    k_next, g_next, gg_next = _load_adjoint_inputs(
+        k_ptr, g_ptr, gg_ptr, k_base, g_base, pos, mask, k_st, g_st, TIME_MAJOR)
     while n0 >= n_lo:  # a while loop: see the forward kernel
         k_tile, g_tile, gg_tile, tile_mask = k_next, g_next, gg_next, mask
         # Prefetch the previous tile (fully masked before the chunk).
         prv = n0 - BLOCK_N + cols
         mask = row_ok[:, None] & (prv[None, :] >= n_lo)
-        cptr = 2 * _tile_offsets(g_base, prv, g_st, TIME_MAJOR)[:, :, None] + reim[None, None, :]
-        k_next = tl.load(k_ptr + _tile_offsets(k_base, prv, k_st, TIME_MAJOR), mask=mask,
-                         other=0.0)
-        g_next = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
-        gg_next = tl.load(gg_ptr + cptr, mask=mask[:, :, None], other=0.0)
+        k_next, g_next, gg_next = _load_adjoint_inputs(
+            k_ptr, g_ptr, gg_ptr, k_base, g_base, prv, mask, k_st, g_st, TIME_MAJOR)
 
         # Off the sequential chain, for the whole tile: lam_t = alpha_t lam_{t+1} + beta_t with
         # alpha = k G^2 and beta = -conj(grad_G) G^2 (0 on padding, so lam stays 0 there).
@@ -331,17 +345,15 @@ def _fwd_chunk_map_kernel(
 
     pos = n_lo + cols
     mask = row_ok[:, None] & (cols[None, :] < CH)
-    a_next = tl.load(a_ptr + _tile_offsets(a_base, pos, a_st, TIME_MAJOR), mask=mask, other=0.0)
-    k_next = tl.load(k_ptr + _tile_offsets(k_base, pos, k_st, TIME_MAJOR), mask=mask, other=0.0)
+    a_next, k_next = _load_potentials(a_ptr, k_ptr, a_base, k_base, pos, mask, a_st, k_st,
+                                      TIME_MAJOR)
     n0 = n_lo
     while n0 < n_lo + CH:  # a while loop: see the forward kernel
         ak_tile = tl.join(a_next, k_next)
         nxt = n0 + BLOCK_N + cols
         mask = row_ok[:, None] & (nxt[None, :] < n_lo + CH)
-        a_next = tl.load(a_ptr + _tile_offsets(a_base, nxt, a_st, TIME_MAJOR), mask=mask,
-                         other=0.0)
-        k_next = tl.load(k_ptr + _tile_offsets(k_base, nxt, k_st, TIME_MAJOR), mask=mask,
-                         other=0.0)
+        a_next, k_next = _load_potentials(a_ptr, k_ptr, a_base, k_base, nxt, mask, a_st, k_st,
+                                          TIME_MAJOR)
         for j in tl.static_range(BLOCK_N):
             sel = cols[None, :] == j  # column pick as in the forward kernel
             aj, kj = tl.split(tl.sum(tl.where(sel[:, :, None], ak_tile, -0.0), axis=1))
@@ -384,7 +396,6 @@ def _bwd_chunk_map_kernel(
     cols = tl.arange(0, BLOCK_N)
     k_base = _row_base(b, rows, k_sb, N, TIME_MAJOR)
     g_base = _row_base(b, rows, g_sb, N, TIME_MAJOR)
-    reim = tl.arange(0, 2)
     dtype = k_ptr.dtype.element_ty
     n_lo = (tl.program_id(1) + 1) * CH
     n_hi = tl.minimum(n_lo + CH, N)
@@ -396,19 +407,14 @@ def _bwd_chunk_map_kernel(
     n0 = n_lo + ((n_hi - n_lo - 1) // BLOCK_N) * BLOCK_N  # as in the backward kernel
     pos = n0 + cols
     mask = row_ok[:, None] & (pos[None, :] < n_hi)
-    cptr = 2 * _tile_offsets(g_base, pos, g_st, TIME_MAJOR)[:, :, None] + reim[None, None, :]
-    k_next = tl.load(k_ptr + _tile_offsets(k_base, pos, k_st, TIME_MAJOR), mask=mask, other=0.0)
-    g_next = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
-    gg_next = tl.load(gg_ptr + cptr, mask=mask[:, :, None], other=0.0)
+    k_next, g_next, gg_next = _load_adjoint_inputs(
+        k_ptr, g_ptr, gg_ptr, k_base, g_base, pos, mask, k_st, g_st, TIME_MAJOR)
     while n0 >= n_lo:
         k_tile, g_tile, gg_tile = k_next, g_next, gg_next
         prv = n0 - BLOCK_N + cols
         mask = row_ok[:, None] & (prv[None, :] >= n_lo)
-        cptr = 2 * _tile_offsets(g_base, prv, g_st, TIME_MAJOR)[:, :, None] + reim[None, None, :]
-        k_next = tl.load(k_ptr + _tile_offsets(k_base, prv, k_st, TIME_MAJOR), mask=mask,
-                         other=0.0)
-        g_next = tl.load(g_ptr + cptr, mask=mask[:, :, None], other=0.0)
-        gg_next = tl.load(gg_ptr + cptr, mask=mask[:, :, None], other=0.0)
+        k_next, g_next, gg_next = _load_adjoint_inputs(
+            k_ptr, g_ptr, gg_ptr, k_base, g_base, prv, mask, k_st, g_st, TIME_MAJOR)
         # Padding has alpha = beta = 0: it zeroes A, harmless since the last chunk's lam_end
         # is lam_N = 0, and adds nothing to B.
         alpha, beta = _adjoint_coefficients(k_tile, g_tile, gg_tile)
