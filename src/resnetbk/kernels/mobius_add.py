@@ -46,37 +46,12 @@ def _clip(n2, scale, radius):
 
 
 @triton.jit
-def _forward_kernel(x_ptr, y_ptr, out_ptr, p_ptr, M, D,
-                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, COMPUTE: tl.constexpr,
-                    WIDE: tl.constexpr):
-    offs, mask = row_tile(M, D, BLOCK_M, BLOCK_D, WIDE)
-    c, sc, r_read, r_out, _ = load_scalars(p_ptr)
-    x = load_rows(x_ptr, offs, mask, COMPUTE)
-    y = load_rows(y_ptr, offs, mask, COMPUTE)
-    x2 = tl.sum(x * x, 1)
-    y2 = tl.sum(y * y, 1)
-    fx, _ = _clip(x2, sc, r_read)
-    fy, _ = _clip(y2, sc, r_read)
-    s = fx[:, None] * x + fy[:, None] * y
-    cs2 = c * tl.sum(s * s, 1)
-    gx = 1.0 - c * fx * fx * x2
-    gy = 1.0 - c * fy * fy * y2
-    den = gx * gy + cs2
-    o = s * (gx / den)[:, None] + x * (cs2 * fx / den)[:, None]
-    fo, _ = _clip(tl.sum(o * o, 1), sc, r_out)
-    tl.store(out_ptr + offs, (o * fo[:, None]).to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _backward_kernel(x_ptr, y_ptr, g_ptr, gx_ptr, gy_ptr, p_ptr, M, D,
-                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, COMPUTE: tl.constexpr,
-                    WIDE: tl.constexpr):
-    offs, mask = row_tile(M, D, BLOCK_M, BLOCK_D, WIDE)
-    c, sc, r_read, r_out, _ = load_scalars(p_ptr)
-    x = load_rows(x_ptr, offs, mask, COMPUTE)
-    y = load_rows(y_ptr, offs, mask, COMPUTE)
-    g = load_rows(g_ptr, offs, mask, COMPUTE)
-    # forward, as in _forward_kernel
+def _forward_parts(x, y, c, sc, r_read, r_out):
+    """((o, fo), intermediates): x (+) y = fo o, and what the backward (which recomputes the
+    forward) needs: |x|^2, |y|^2, the read clips fx, fy (and whether they act),
+    s = fx x + fy y, c|s|^2, g_x = 1 - c fx^2 |x|^2, g_y, den = g_x g_y + c|s|^2, the
+    coefficients a = g_x / den and b = c|s|^2 fx / den of o = a s + b x, |o|^2 and whether the
+    output clip fo acts."""
     x2 = tl.sum(x * x, 1)
     y2 = tl.sum(y * y, 1)
     fx, x_clipped = _clip(x2, sc, r_read)
@@ -91,6 +66,33 @@ def _backward_kernel(x_ptr, y_ptr, g_ptr, gx_ptr, gy_ptr, p_ptr, M, D,
     o = s * a[:, None] + x * b[:, None]
     o2 = tl.sum(o * o, 1)
     fo, o_clipped = _clip(o2, sc, r_out)
+    return (o, fo), (x2, y2, fx, x_clipped, fy, y_clipped, s, cs2, gpx, gpy, den, a, b, o2,
+                     o_clipped)
+
+
+@triton.jit
+def _forward_kernel(x_ptr, y_ptr, out_ptr, p_ptr, M, D,
+                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, COMPUTE: tl.constexpr,
+                    WIDE: tl.constexpr):
+    offs, mask = row_tile(M, D, BLOCK_M, BLOCK_D, WIDE)
+    c, sc, r_read, r_out, _ = load_scalars(p_ptr)
+    x = load_rows(x_ptr, offs, mask, COMPUTE)
+    y = load_rows(y_ptr, offs, mask, COMPUTE)
+    (o, fo), _ = _forward_parts(x, y, c, sc, r_read, r_out)
+    tl.store(out_ptr + offs, (o * fo[:, None]).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _backward_kernel(x_ptr, y_ptr, g_ptr, gx_ptr, gy_ptr, p_ptr, M, D,
+                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, COMPUTE: tl.constexpr,
+                    WIDE: tl.constexpr):
+    offs, mask = row_tile(M, D, BLOCK_M, BLOCK_D, WIDE)
+    c, sc, r_read, r_out, _ = load_scalars(p_ptr)
+    x = load_rows(x_ptr, offs, mask, COMPUTE)
+    y = load_rows(y_ptr, offs, mask, COMPUTE)
+    g = load_rows(g_ptr, offs, mask, COMPUTE)
+    (o, fo), (x2, y2, fx, x_clipped, fy, y_clipped, s, cs2, gpx, gpy, den, a, b, o2,
+              o_clipped) = _forward_parts(x, y, c, sc, r_read, r_out)
     # adjoints, in reverse order. out = fo o; where the guard is active fo = r/(sc |o|):
     # d fo / d o2 = -fo / (2 o2), so o_bar = fo g - (fo <g, o> / o2) o.
     k = tl.where(o_clipped, fo * tl.sum(g * o, 1) / tl.maximum(o2, 1e-30), 0.0)
