@@ -488,9 +488,13 @@ def _compiled() -> ModuleType:
 
 
 def _time_major(*xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(M, N) tensors as time-major (1, M, N) views (BKMixer's layout), (M, 1) ones as
-    (1, M, 1)."""
-    return tuple(x[None] if x.shape[-1] == 1 else x.t().contiguous().t()[None] for x in xs)
+    """(M, N) tensors as time-major (B, M / B, N) views (BKMixer's layout: channels
+    adjacent), (M, 1) ones as (B, M / B, 1); B = 2 where that leaves >= 16 channels, else 1."""
+    m = xs[0].shape[0]
+    b = 2 if m % 2 == 0 and m // 2 >= 16 else 1
+    return tuple(x.reshape(b, m // b, x.shape[-1]) if x.shape[-1] == 1 else
+                 x.reshape(b, m // b, x.shape[-1]).transpose(1, 2).contiguous().transpose(1, 2)
+                 for x in xs)
 
 
 def _run_layout(tri: ModuleType, layout: str, a: torch.Tensor, k: torch.Tensor,
@@ -502,7 +506,7 @@ def _run_layout(tri: ModuleType, layout: str, a: torch.Tensor, k: torch.Tensor,
     grads = tri.backward(a, k, z, g, gg, **opts)
     if layout == "time-major" and a.shape[1] >= tri.TIME_MAJOR_MIN_C and a.shape[2] > 1:
         assert all(x.stride(1) == 1 for x in (g, *grads[:2])), "not time-major"
-    m, n = a.shape[-2:]
+    m, n = g.numel() // g.shape[-1], g.shape[-1]
     return g.reshape(m, n), tuple(x.reshape(m, -1) for x in grads)
 
 
