@@ -24,7 +24,8 @@ backend appears three times: ``triton`` (its dispatcher, ``variant="auto"``: wha
    length (default launch configuration) and over (BLOCK_M, BLOCK_N, num_warps) at the default
    chunk length. The defaults in ``causal_green_triton`` (``_launch_config``, ``CHUNK``) are
    to be set from them.
-3. **Time vs N at fixed M x N = 2^25** (N = 1K ... 1M, M = 2^25 / N = 32768 ... 32): the
+3. **Time vs N at fixed M x N = 2^25** (N = 1K ... 1M, M = 2^25 / N = 32768 ... 32; the
+   dispatcher also on time-major inputs, ``triton_time_major``, in the JSON only): the
    row-parallel kernel needs rows to fill the GPU, so it slows down as M shrinks; the chunked
    one splits N over programs; the dispatcher (``triton``) should follow the faster of the two
    (``CHUNKED_MIN_N``, ``CHUNKED_MAX_M`` are to be set from this); the torch backend's chunked
@@ -239,7 +240,11 @@ def bench_vs_n(backends: Backends) -> list[dict[str, float]]:
         m = FIXED_ELEMS // n
         a, k, z, gg = inputs(m, n, "cuda")
         row: dict[str, float] = {"M": m, "N": n}
-        for name, (fwd, bwd) in backends.items():
+        runs = [(name, fns, (a, k, z, gg)) for name, fns in backends.items()]
+        # The dispatcher on time-major inputs (BKMixer's layout) as well.
+        runs.append(("triton_time_major", backends["triton"],
+                     inputs(m, n, "cuda", time_major=True)))
+        for name, (fwd, bwd), (a, k, z, gg) in runs:
             g = fwd(a, k, z)
             row[f"{name}_forward_ms"] = cuda_time(lambda fwd=fwd, a=a, k=k, z=z: fwd(a, k, z))[0]
             row[f"{name}_backward_ms"] = cuda_time(

@@ -551,7 +551,9 @@ _MAX_BATCHES = 65535
 # forward 0.48 vs 0.60 ms, backward equal; at M = 32, N = 1M 1.6 vs 70 ms).
 CHUNKED_MIN_N = 2 * CHUNK
 CHUNKED_MAX_M = 8192
-# Time-major programs own 16x more rows (128), so rows alone fill the GPU only from 16x more.
+# Time-major programs own 16x more rows (128), so rows alone fill the GPU only from 16x more
+# (scaled from the row-major threshold, not measured; at 4096 rows the chunked variant is
+# 4x faster, bench/bk_gpu.py "time_vs_n" has triton_time_major for the next run).
 CHUNKED_MAX_M_TIME_MAJOR = 16 * CHUNKED_MAX_M
 # Fewest channels for the time-major layout: a program owns 128 of them.
 TIME_MAJOR_MIN_C = 16
