@@ -23,6 +23,13 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"resnetbk test seed: {SEED} (reproduce with RESNETBK_TEST_SEED={SEED})"
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
+    """The seed again after a failure: ``-q`` hides the report header."""
+    if exitstatus != 0:
+        terminalreporter.write_line(pytest_report_header(config))
+
+
 @pytest.fixture
 def gen(request: pytest.FixtureRequest) -> torch.Generator:
     """A CPU generator seeded from the run seed and the test's name (fresh inputs each run)."""
