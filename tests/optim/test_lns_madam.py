@@ -181,7 +181,7 @@ def test_split_and_rejects() -> None:
 
 
 def _digits_accuracy(kind: str, seed: int, bits: int = 16, lr: float = 2**-5,
-                     steps: int = 300) -> float:
+                     steps: int = 300, g_bound: float = 10.0) -> float:
     """Test accuracy of a 64-32-10 MLP on scikit-learn's digits (1437 train / 360 test),
     minibatches of 128, biases (and the float model) trained by Adam at 1e-2."""
     datasets = pytest.importorskip("sklearn.datasets")
@@ -199,7 +199,7 @@ def _digits_accuracy(kind: str, seed: int, bits: int = 16, lr: float = 2**-5,
         model = nn.Sequential(LNSLinear(64, 32, bits=bits), nn.ReLU(),
                               LNSLinear(32, 10, bits=bits))
         lns, other = split_lns_parameters(model)
-        opts = [LNSMadam(lns, lr=lr), torch.optim.Adam(other, lr=1e-2)]
+        opts = [LNSMadam(lns, lr=lr, g_bound=g_bound), torch.optim.Adam(other, lr=1e-2)]
     for _ in range(steps):
         idx = train[torch.randint(0, len(train), (128,), generator=gen)]
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
@@ -213,13 +213,14 @@ def _digits_accuracy(kind: str, seed: int, bits: int = 16, lr: float = 2**-5,
 
 
 def test_digits_mlp_trains(gen: torch.Generator) -> None:
-    """LNSLinear + LNS-Madam vs nn.Linear + Adam, 300 steps (over 20 seeds when this was
-    written, mean / min: Adam 0.971 / 0.956, 16-bit codes at lr 2^-5 0.957 / 0.933, 8-bit codes
-    at lr 2^-4 0.957 / 0.936; 40 more seeds: min 0.928 / 0.931, at most 0.042 below Adam). One
-    full-suite run saw a rare bad 8-bit run, 0.861 against Adam's 0.972, so the bounds leave
-    room below the tail. A reversed update (gradients negated) ends at chance, 0.09-0.13."""
+    """LNSLinear + LNS-Madam vs nn.Linear + Adam, 300 steps. 16-bit codes at lr 2^-5 (60
+    seeds: mean 0.957, min 0.928; at most 0.036 below Adam over 40 of them); 8-bit codes at lr
+    2^-4 with g_bound 3 (50 seeds: mean 0.957, min 0.922; at most 0.05 below Adam over 30).
+    With Madam's g_bound 10 an 8-bit step can move a weight 5 codes (x1.54) and about 1 run in
+    300 collapses late (seed 384763633: 0.97 at step 250, 0.59 at 300; docs/LNS.md). A
+    reversed update (gradients negated) ends at chance, 0.09-0.13."""
     seed = int(torch.randint(0, 2**31, (1,), generator=gen))
     adam = _digits_accuracy("adam", seed)
-    for bits, lr in ((16, 2**-5), (8, 2**-4)):
-        acc = _digits_accuracy("lns", seed, bits=bits, lr=lr)
-        assert acc > 0.8 and acc >= adam - 0.15, f"{bits}-bit: {acc:.3f} (Adam {adam:.3f})"
+    for bits, lr, g_bound in ((16, 2**-5, 10.0), (8, 2**-4, 3.0)):
+        acc = _digits_accuracy("lns", seed, bits=bits, lr=lr, g_bound=g_bound)
+        assert acc > 0.85 and acc >= adam - 0.1, f"{bits}-bit: {acc:.3f} (Adam {adam:.3f})"
