@@ -8,10 +8,10 @@ after 3 warm-up steps, the two models taking turns), then 3 steps under the prof
 kernel time per step by kernel name (top ``--top``); then the kernels only the Lorentz model
 runs and the largest per-name differences; then host (CPU) self time per step by op, where a
 host-bound step's time goes.
-Results: ``bench/results/lm_profile_<gpu>.json`` and text tables on stdout. ``--smoke``: the
-``tiny`` preset on the CPU at 512 bytes (CPU op times, nothing written), to test the script.
-``--compile``: each loss ``torch.compile``d whole (as ``train.compile=true``). Usage:
-``python bench/lm_profile.py [--compile]`` (about 1-2 minutes).
+Results: ``bench/results/lm_profile[_compiled]_<gpu>.json`` and text tables on stdout.
+``--smoke``: the ``tiny`` preset on the CPU at 512 bytes (CPU op times, nothing written), to
+test the script. ``--compile``: each loss ``torch.compile``d whole (as
+``train.compile=true``). Usage: ``python bench/lm_profile.py [--compile]`` (about 1-2 minutes).
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import datetime
-import json
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
-from common import RESULTS, device_name, git_rev, slug
+from common import write_results
 from torch.profiler import ProfilerActivity, profile
 
 from resnetbk.model import MODEL_PRESETS, build_model
@@ -107,17 +105,15 @@ def main() -> None:
                         help="timed steps per model, the models taking turns")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile each model's whole loss (results: *_compiled.json)")
+                        help="torch.compile each model's whole loss "
+                        "(results: lm_profile_compiled_*.json)")
     args = parser.parse_args()
     device = torch.device("cpu" if args.smoke else "cuda")
     preset = MODEL_PRESETS["tiny" if args.smoke else "small"]
     batch, context = (2, 512) if args.smoke else (8, 8192)
     configs = {"lorentz": preset, "euclidean": dataclasses.replace(preset, geometry="euclidean")}
-    result: dict = {"benchmark": "lm_profile", "device": device_name(), "git": git_rev(),
-                    "torch": torch.__version__,
-                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                        timespec="seconds"), "batch": batch, "context": context,
-                    "compiled_loss": args.compile, "models": {}}
+    result: dict = {"batch": batch, "context": context, "compiled_loss": args.compile,
+                    "models": {}}
     steps = {name: step_fn(cfg, batch, context, device, args.compile)
              for name, cfg in configs.items()}
     for step in steps.values():
@@ -161,11 +157,9 @@ def main() -> None:
         print(f"\n{title}: top {args.top} (ms/step)")
         for k, v in sorted(table.items(), key=lambda kv: -kv[1])[:args.top]:
             print(f"  {v * 1e3:8.3f}  {k[:110]}")
-    if not args.smoke:
-        suffix = "_compiled" if args.compile else ""
-        path = RESULTS / f"lm_profile_{slug(result['device'])}{suffix}.json"
-        path.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {path}")
+    if not args.smoke:  # write_results adds the card, versions, date and git revision
+        name = "lm_profile_compiled" if args.compile else "lm_profile"
+        print(f"wrote {write_results(name, result)}")
 
 
 if __name__ == "__main__":
